@@ -25,8 +25,10 @@ async def require_api_key(request: Request, call_next: Callable[[Request], Await
     expected = os.environ.get("VLLM_API_KEY", "")
     scheme, _, given = request.headers.get("authorization", "").partition(" ")
     # Compare digests of equal length in constant time.
-    ok = bool(expected) and scheme.lower() == "bearer" and secrets.compare_digest(
-        hashlib.sha256(given.encode()).digest(), hashlib.sha256(expected.encode()).digest()
+    ok = (
+        bool(expected)
+        and scheme.lower() == "bearer"
+        and secrets.compare_digest(hashlib.sha256(given.encode()).digest(), hashlib.sha256(expected.encode()).digest())
     )
     if not ok:
         return JSONResponse({"error": {"message": "missing or wrong API key", "code": 401}}, status_code=401)

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from server.bundled import BundledModelError
-from server.command import LOOPBACK_HOSTS, ServeOptions, build_command, plan_for, memory_flags
+from server.command import LOOPBACK_HOSTS, ServeOptions, build_command, memory_flags, plan_for
 from server.hardware import detect_gpus
 from server.health import ServerNotReady, wait_healthy
 from server.plan import GIB, Limits, PlanError
@@ -39,12 +39,26 @@ def _pick(flag: T | None, env: str, default: T, convert: Callable[[str], T]) -> 
 
 
 def _add_profile_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--profile", choices=list(PROFILES), help="deployment profile [RERANK_PROFILE; default: qwen3-4b with an NVIDIA GPU, else cpu]")
+    p.add_argument(
+        "--profile",
+        choices=list(PROFILES),
+        help="deployment profile [RERANK_PROFILE; default: qwen3-4b with an NVIDIA GPU, else cpu]",
+    )
     p.add_argument("--model", help="model id or local folder, instead of the profile's [RERANK_MODEL]")
     p.add_argument("--max-docs", type=int, help=f"documents per request [RERANK_MAX_DOCS; default {Limits.max_docs}]")
-    p.add_argument("--max-doc-tokens", type=int, help=f"tokens per document or passage [RERANK_MAX_DOC_TOKENS; default {Limits.max_doc_tokens}]")
-    p.add_argument("--max-query-tokens", type=int, help=f"tokens of query plus instruction [RERANK_MAX_QUERY_TOKENS; default {Limits.max_query_tokens}]")
-    p.add_argument("--gpu-mem", type=float, metavar="GIB", help="memory of one GPU in GiB [RERANK_GPU_MEM; default: detected]")
+    p.add_argument(
+        "--max-doc-tokens",
+        type=int,
+        help=f"tokens per document or passage [RERANK_MAX_DOC_TOKENS; default {Limits.max_doc_tokens}]",
+    )
+    p.add_argument(
+        "--max-query-tokens",
+        type=int,
+        help=f"tokens of query plus instruction [RERANK_MAX_QUERY_TOKENS; default {Limits.max_query_tokens}]",
+    )
+    p.add_argument(
+        "--gpu-mem", type=float, metavar="GIB", help="memory of one GPU in GiB [RERANK_GPU_MEM; default: detected]"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -55,7 +69,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_profile_options(serve)
     serve.add_argument("--host", help="address to listen on [RERANK_HOST; default 127.0.0.1]")
     serve.add_argument("--port", type=int, help="port [RERANK_PORT; default 8000]")
-    serve.add_argument("--memory-plan", choices=("on", "off"), help="off: pass none of the plan's flags (vLLM defaults) [RERANK_MEMORY_PLAN; default on]")
+    serve.add_argument(
+        "--memory-plan",
+        choices=("on", "off"),
+        help="off: pass none of the plan's flags (vLLM defaults) [RERANK_MEMORY_PLAN; default on]",
+    )
     serve.add_argument("--extra-args", help="more vLLM arguments, appended last [RERANK_VLLM_ARGS]")
     serve.add_argument("--api-key", help="require this bearer key on every route but /health [RERANK_API_KEY]")
     serve.add_argument("--log-file", type=Path, help="vLLM's log [RERANK_LOG_FILE; default logs/vllm-PORT.log]")
@@ -106,8 +124,10 @@ def cmd_plan(args: argparse.Namespace) -> int:
     profile = get_profile(name)
     plan = plan_for(profile, options)
     print(f"profile {profile.name}: {profile.description}")
-    print(f"limits: {options.limits.max_docs} docs/request, {options.limits.max_doc_tokens} tokens/doc, "
-          f"{options.limits.max_query_tokens} tokens of query+instruction")
+    print(
+        f"limits: {options.limits.max_docs} docs/request, {options.limits.max_doc_tokens} tokens/doc, "
+        f"{options.limits.max_query_tokens} tokens of query+instruction"
+    )
     for line in plan.lines():
         print(f"  {line}")
     print("flags: " + " ".join(memory_flags(plan)))
@@ -129,8 +149,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return 0
     log_path = _pick(args.log_file, "RERANK_LOG_FILE", REPO_ROOT / "logs" / f"vllm-{options.port}.log", Path)
     check_port_free(options.host, options.port)
-    print(f"server: profile {profile.name}, model {options.model or profile.model}, "
-          f"http://{options.host}:{options.port}, log {log_path}", file=sys.stderr)
+    print(
+        f"server: profile {profile.name}, model {options.model or profile.model}, "
+        f"http://{options.host}:{options.port}, log {log_path}",
+        file=sys.stderr,
+    )
     code = run_server(command, log_path)
     if code not in (0, -2, -15, 130, 143):
         print(f"error: vLLM exited with code {code}: {describe_exit(code, log_path)}", file=sys.stderr)

@@ -14,15 +14,13 @@ KNOWN_FAILURES: tuple[tuple[str, str], ...] = (
     (
         r"CUDA out of memory|OutOfMemoryError|less than desired GPU memory utilization|"
         r"No available memory for the cache blocks|Insufficient memory|is less than requested memory",
-        "not enough memory for this profile: free the GPU, choose a smaller or fp8 profile, "
-        "or lower --max-doc-tokens",
+        "not enough memory for this profile: free the GPU, choose a smaller or fp8 profile, or lower --max-doc-tokens",
     ),
     (
         r"Repository Not Found|is not a valid model identifier|not a local folder|"
         r"LocalEntryNotFoundError|We couldn't connect to|Cannot find model|"
         r"does not appear to have a file named config\.json|HFValidationError|OfflineModeIsEnabled",
-        "the model could not be found: give a local folder with --model, or allow the "
-        "Hugging Face hub to download it",
+        "the model could not be found: give a local folder with --model, or allow the Hugging Face hub to download it",
     ),
     (r"error: unrecognized arguments|error: argument|invalid choice", "vLLM rejected a flag (see --extra-args)"),
     (r"Unsupported CPU attention configuration", "the CPU attention backend cannot run this model's head size"),

@@ -27,7 +27,13 @@ def detect_gpus() -> list[Gpu]:
         for i in range(pynvml.nvmlDeviceGetCount()):
             handle = pynvml.nvmlDeviceGetHandleByIndex(i)
             name = pynvml.nvmlDeviceGetName(handle)
-            gpus.append(Gpu(i, name if isinstance(name, str) else name.decode(), int(pynvml.nvmlDeviceGetMemoryInfo(handle).total)))
+            gpus.append(
+                Gpu(
+                    i,
+                    name if isinstance(name, str) else name.decode(),
+                    int(pynvml.nvmlDeviceGetMemoryInfo(handle).total),
+                )
+            )
         return gpus
     finally:
         pynvml.nvmlShutdown()

@@ -18,7 +18,6 @@ from server.models import (
 )
 
 
-
 @dataclass(frozen=True)
 class Profile:
     name: str
@@ -124,6 +123,4 @@ def get_profile(name: str) -> Profile:
     try:
         return PROFILES[name]
     except KeyError:
-        raise UnknownProfileError(
-            f"unknown profile {name!r}; choose one of: {', '.join(PROFILES)}"
-        ) from None
+        raise UnknownProfileError(f"unknown profile {name!r}; choose one of: {', '.join(PROFILES)}") from None
