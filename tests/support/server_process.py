@@ -36,6 +36,11 @@ class RunningServer:
     extra: list[str] = field(default_factory=list)
 
     @property
+    def launcher_log(self) -> Path:
+        """The launcher's own stderr (its one-line errors); vLLM's output is in log_path."""
+        return self.log_path.with_suffix(".launcher.log")
+
+    @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
@@ -46,7 +51,10 @@ class RunningServer:
             )
         except ServerNotReady as exc:
             self.stop()
-            raise RuntimeError(f"{exc}\n--- last lines of {self.log_path} ---\n{exc.log_tail}") from None
+            launcher = self.launcher_log.read_text(errors="replace") if self.launcher_log.is_file() else ""
+            raise RuntimeError(
+                f"{exc}\n--- launcher said ---\n{launcher}\n--- last lines of {self.log_path} ---\n{exc.log_tail}"
+            ) from None
 
     def stop(self, timeout: float = 30.0) -> None:
         """SIGINT, as Ctrl-C would: the launcher stops vLLM's whole process group."""
@@ -78,13 +86,15 @@ def start_server(profile: str, model: str | None, log_dir: Path, *args: str) -> 
     if model:
         argv += ["--model", model]
     argv += list(args)
-    process = subprocess.Popen(
-        argv,
-        cwd=REPO_ROOT,
-        stdout=subprocess.DEVNULL,  # the launcher tees vLLM's output into log_path
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    log_dir.mkdir(parents=True, exist_ok=True)
+    with log_path.with_suffix(".launcher.log").open("wb") as launcher_log:
+        process = subprocess.Popen(
+            argv,
+            cwd=REPO_ROOT,
+            stdout=subprocess.DEVNULL,  # the launcher tees vLLM's output into log_path
+            stderr=launcher_log,
+            start_new_session=True,
+        )
     served = model or _profile_model(profile)
     return RunningServer(profile=profile, model=served, port=port, log_path=log_path, process=process, extra=list(args))
 
