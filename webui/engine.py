@@ -1,0 +1,226 @@
+"""The engine's load, read from the vLLM server's Prometheus `/metrics`.
+
+    state = await fetch_engine_state(client, "http://127.0.0.1:8000")
+    poller = EnginePoller("http://127.0.0.1:8000"); state = await poller.latest()
+
+Only three gauges matter here: requests running, requests waiting and KV-cache usage
+(`vllm:kv_cache_usage_perc`, formerly `vllm:gpu_cache_usage_perc`). Each sample line carries
+`model_name` and `engine` labels; the panel shows the sum over label sets (data-parallel engines).
+
+The gauges are read by a small exact parser of the text exposition format rather than
+prometheus_client: the page must not need vLLM's environment, the parser only has to find
+three names and step over label values (quoted, with `\\`, `\"` and `\n` escapes), and it skips
+every other line with one `startswith`, so a tick costs well under a millisecond on the event
+loop. The tests check it against prometheus_client's parser on real vLLM output.
+
+`EnginePoller` shares one fetch among all viewers: at most one `/metrics` request per interval
+whatever the number of open tabs, none while nobody looks, and no tick waits on the network
+once a first state exists (stale-while-revalidate).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import httpx
+
+RUNNING = "vllm:num_requests_running"
+WAITING = "vllm:num_requests_waiting"
+KV_CACHE_USAGE = ("vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc")
+ENGINE_GAUGES = (RUNNING, WAITING, *KV_CACHE_USAGE)
+
+
+@dataclass(frozen=True)
+class EngineState:
+    reachable: bool
+    running: int | None = None
+    waiting: int | None = None
+    kv_cache_usage: float | None = None
+    """Fraction 0..1 of KV-cache blocks in use; with several engines, their mean."""
+    engines: int = 0
+    """Label sets (engine x model) seen for the running gauge."""
+    error: str = ""
+    """One line saying why the state is unknown or partial; empty when all is well."""
+    timestamp: float = 0.0
+
+
+def parse_gauges(text: str, names: tuple[str, ...] = ENGINE_GAUGES) -> dict[str, list[float]]:
+    """Values of every sample of the named metrics, one per label set, in file order."""
+    found: dict[str, list[float]] = {name: [] for name in names}
+    for raw_line in text.splitlines():
+        line = raw_line.strip()
+        if not line.startswith(names):  # comments, HELP/TYPE and other metrics
+            continue
+        sample = _parse_sample(line)
+        if sample is not None and sample[0] in found:
+            found[sample[0]].append(sample[1])
+    return found
+
+
+def _parse_sample(line: str) -> tuple[str, float] | None:
+    """(name, value) of one sample line, or None for a line that is not a valid sample."""
+    end = 0
+    while end < len(line) and (line[end].isalnum() or line[end] in "_:"):
+        end += 1
+    name, rest = line[:end], line[end:]
+    if rest.startswith("{"):
+        close = _closing_brace(rest)
+        if close is None:
+            return None
+        rest = rest[close + 1 :]
+    elif rest and not rest[0].isspace():
+        return None  # a longer name that merely starts like ours
+    fields = rest.split()
+    if not fields:
+        return None
+    try:
+        return name, float(fields[0])  # float() takes NaN, +Inf and -Inf as Prometheus writes them
+    except ValueError:
+        return None
+
+
+def _closing_brace(labels: str) -> int | None:
+    """Index of the `}` ending a label block, skipping braces and quotes inside values."""
+    in_value = False
+    index = 1
+    while index < len(labels):
+        char = labels[index]
+        if in_value:
+            if char == "\\":
+                index += 1  # an escaped character never ends the value
+            elif char == '"':
+                in_value = False
+        elif char == '"':
+            in_value = True
+        elif char == "}":
+            return index
+        index += 1
+    return None
+
+
+def engine_state_from_metrics(text: str, timestamp: float = 0.0) -> EngineState:
+    gauges = parse_gauges(text)
+    running, waiting = gauges[RUNNING], gauges[WAITING]
+    kv_values = next((gauges[name] for name in KV_CACHE_USAGE if gauges[name]), [])
+    kv_values = [value for value in kv_values if not math.isnan(value)]
+    missing = [
+        label
+        for label, values in (
+            ("running", running),
+            ("waiting", waiting),
+            ("KV cache", kv_values),
+        )
+        if not values
+    ]
+    return EngineState(
+        reachable=True,
+        running=round(sum(running)) if running else None,
+        waiting=round(sum(waiting)) if waiting else None,
+        kv_cache_usage=sum(kv_values) / len(kv_values) if kv_values else None,
+        engines=len(running),
+        error=f"/metrics has no vLLM gauge for {', '.join(missing)}" if missing else "",
+        timestamp=timestamp,
+    )
+
+
+async def fetch_engine_state(
+    client: httpx.AsyncClient,
+    server_url: str,
+    *,
+    timeout_s: float = 2.0,
+    clock: Callable[[], float] = time.time,
+) -> EngineState:
+    """Read `/metrics` once; every failure becomes an unreachable state with a one-line error."""
+    url = f"{server_url.rstrip('/')}/metrics"
+    try:
+        response = await client.get(url, timeout=timeout_s)
+        response.raise_for_status()
+    except httpx.TimeoutException:
+        error = f"No answer from {url} within {timeout_s:g} s"
+    except httpx.ConnectError:
+        error = f"Cannot connect to the rerank server at {server_url}"
+    except httpx.HTTPStatusError as status_error:
+        error = f"{url} answered HTTP {status_error.response.status_code}"
+    except httpx.HTTPError as http_error:
+        error = f"Reading {url} failed: {http_error or type(http_error).__name__}"
+    else:
+        return engine_state_from_metrics(response.text, timestamp=clock())
+    return EngineState(reachable=False, error=error, timestamp=clock())
+
+
+class EnginePoller:
+    """The latest EngineState, fetched at most once per interval for all viewers together.
+
+    `latest()` returns the cached state at once and, when it is older than `interval_s`,
+    starts one background refresh. Only the very first call waits for a fetch (bounded by
+    `timeout_s`), so the first paint shows real numbers. The httpx client belongs to the
+    event loop that first used it (Gradio's server loop); `aclose()` releases it.
+    """
+
+    def __init__(
+        self,
+        server_url: str,
+        *,
+        api_key: str | None = None,
+        interval_s: float = 1.0,
+        timeout_s: float = 2.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.server_url = server_url
+        self.interval_s = interval_s
+        self.timeout_s = timeout_s
+        self.fetches = 0
+        """`/metrics` requests made so far: grows with time, not with viewers."""
+        self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._clock = clock
+        self._state: EngineState | None = None
+        self._fetched_at = -math.inf
+        self._refresh: asyncio.Task[None] | None = None
+        self._client: httpx.AsyncClient | None = None
+        self._client_loop: asyncio.AbstractEventLoop | None = None
+
+    async def latest(self) -> EngineState:
+        loop = asyncio.get_running_loop()
+        refresh = self._refresh
+        idle = refresh is None or refresh.done() or refresh.get_loop() is not loop
+        due = self._clock() - self._fetched_at >= self.interval_s
+        if idle and (due or self._state is None):
+            # Claim the slot before any await so that concurrent viewers share this fetch.
+            self._fetched_at = self._clock()
+            refresh = self._refresh = loop.create_task(self._fetch())
+        if self._state is None and refresh is not None:
+            await asyncio.shield(refresh)
+        assert self._state is not None, "the first fetch always stores a state"
+        return self._state
+
+    async def _fetch(self) -> None:
+        self.fetches += 1
+        try:
+            state = await fetch_engine_state(self._client_for_this_loop(), self.server_url, timeout_s=self.timeout_s)
+        except Exception as error:
+            # Nobody awaits a background refresh: log its failure and show it on the panel.
+            logging.getLogger(__name__).exception("Reading engine metrics failed")
+            state = EngineState(
+                reachable=False,
+                error=f"Reading engine metrics failed: {error}",
+                timestamp=time.time(),
+            )
+        self._state = state
+
+    def _client_for_this_loop(self) -> httpx.AsyncClient:
+        loop = asyncio.get_running_loop()
+        if self._client is None or self._client_loop is not loop:
+            # A client's pooled connections are tied to the loop that opened them.
+            self._client = httpx.AsyncClient(headers=self._headers, timeout=self.timeout_s)
+            self._client_loop = loop
+        return self._client
+
+    async def aclose(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            await client.aclose()
