@@ -15,7 +15,8 @@
 #   --share             also publish a public Gradio link   [RERANK_SHARE=1]
 #   --auth USER:PASS    login for the page, repeatable      [RERANK_AUTH="u1:p1,u2:p2"]
 #   --share-without-auth  allow --share with no login       [RERANK_SHARE_WITHOUT_AUTH=1]
-#   --concurrency N     reranks run at once                 [RERANK_CONCURRENCY; default 4]
+#   --concurrency N     reranks run at once                 [RERANK_CONCURRENCY; default 4,
+#                       multi-gpu: 4 per GPU]
 #   --queue-size N      reranks waiting at most             [RERANK_QUEUE_SIZE; default 32]
 #   --api-key KEY       key between page and server         [RERANK_API_KEY]
 #   -h, --help          this text
@@ -72,6 +73,13 @@ if [ -z "$server_url" ] && [ -z "$profile" ]; then
     profile=cpu
     say "no NVIDIA GPU found: serving the bundled all-MiniLM-L6-v2 on the CPU (profile cpu); choose another with --profile (./launch.sh --help)"
   fi
+fi
+
+# One replica per GPU serves that many more requests at once: let the page send them.
+if [ "$profile" = multi-gpu ] && [ -z "${RERANK_CONCURRENCY:-}" ]; then
+  gpus=$(nvidia-smi -L 2>/dev/null | grep -c '^GPU' || true)
+  export RERANK_CONCURRENCY=$(( 4 * (gpus > 0 ? gpus : 1) ))
+  say "multi-gpu: $gpus GPU(s), one replica each; the page runs $RERANK_CONCURRENCY reranks at once"
 fi
 
 if [ -n "$server_url" ]; then
