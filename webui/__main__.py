@@ -1,0 +1,39 @@
+"""`python -m webui`: parse settings (flag > env > default), build the page, serve it.
+
+python -m webui --server-url http://127.0.0.1:8000 --auth analyst:secret --share
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from collections.abc import Sequence
+
+from webui.settings import SettingsError, settings_from_args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        settings = settings_from_args(argv, os.environ)
+    except SettingsError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    # Imported here so that a bad flag is reported without waiting for Gradio to import.
+    from webui.app import create_demo
+
+    demo = create_demo(settings)
+    # `docker stop` and systemd send SIGTERM: leave through `finally` so the page closes cleanly.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
+    try:
+        demo.launch()
+    except OSError as error:
+        print(f"error: cannot serve on {settings.host}:{settings.port}: {error}", file=sys.stderr)
+        return 1
+    finally:
+        demo.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

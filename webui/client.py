@@ -1,0 +1,202 @@
+"""The page's only way to reach the rerank server: one shared httpx.AsyncClient.
+
+Errors, each a one-line message for the analyst:
+
+    RerankError
+    ├── ServerUnavailable   nothing answers at the URL (not started, starting, or down)
+    ├── ServerTimeout       the server did not answer within the timeout
+    ├── RequestRejected     4xx: the server's own message (too long, bad key, unknown model)
+    └── ServerFailed        5xx or an answer the page cannot read
+
+The pool holds at most `max_connections` connections, set to the page's concurrency limit, so
+the page can never have more requests in flight at the server than jobs it lets run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+
+class RerankError(Exception):
+    """A failure talking to the server; str(error) is one line for the analyst."""
+
+
+class ServerUnavailable(RerankError):
+    pass
+
+
+class ServerTimeout(RerankError):
+    pass
+
+
+class RequestRejected(RerankError):
+    pass
+
+
+class ServerFailed(RerankError):
+    pass
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    model_id: str
+    max_model_len: int
+
+
+@dataclass(frozen=True)
+class RerankAnswer:
+    scores: tuple[float, ...]
+    """relevance_score per document, in the order the documents were sent."""
+    prompt_tokens: int
+
+
+def _one_line(text: str, limit: int = 300) -> str:
+    line = " ".join(text.split())
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+def server_message(response: httpx.Response) -> str:
+    """The server's own explanation from vLLM's or FastAPI's error bodies, else the status text."""
+    try:
+        body = response.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return _one_line(response.text) or response.reason_phrase
+    if isinstance(body, dict):
+        error = body.get("error", body)
+        if isinstance(error, dict) and isinstance(error.get("message"), str):
+            return _one_line(error["message"])
+        if isinstance(error, str):
+            return _one_line(error)
+        detail = body.get("detail")
+        if isinstance(detail, str):
+            return _one_line(detail)
+        if isinstance(detail, list) and detail and isinstance(detail[0], dict):
+            return _one_line(str(detail[0].get("msg", detail[0])))
+    return _one_line(response.text) or response.reason_phrase
+
+
+class RerankClient:
+    """Typed calls to the server's /v1/models, /tokenize and /v1/rerank.
+
+    The AsyncClient is made on first use inside Gradio's event loop (a client cannot move
+    between loops), and remade if the page is relaunched on a new loop.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        timeout: float,
+        max_connections: int,
+        api_key: str | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._timeout = timeout
+        self._limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
+        self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._transport = transport
+        self._client: httpx.AsyncClient | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    @property
+    def limits(self) -> httpx.Limits:
+        return self._limits
+
+    def _http(self) -> httpx.AsyncClient:
+        loop = asyncio.get_running_loop()
+        if self._client is None or self._loop is not loop:
+            self._client = httpx.AsyncClient(
+                base_url=self.base_url,
+                timeout=self._timeout,
+                limits=self._limits,
+                headers=self._headers,
+                transport=self._transport,
+            )
+            self._loop = loop
+        return self._client
+
+    async def _request(
+        self, method: str, path: str, payload: dict[str, Any] | None = None, timeout: float | None = None
+    ) -> Any:
+        seconds = self._timeout if timeout is None else timeout
+        try:
+            response = await self._http().request(method, path, json=payload, timeout=seconds)
+        except httpx.TimeoutException:
+            raise ServerTimeout(
+                f"The server did not answer within {seconds:g} s; try fewer or shorter documents."
+            ) from None
+        except httpx.TransportError:
+            raise ServerUnavailable(
+                f"The rerank server at {self.base_url} is not reachable: it is starting up or down."
+            ) from None
+        if response.status_code == 401:
+            raise RequestRejected("The server refused the API key (401); check --api-key / RERANK_API_KEY.")
+        if 400 <= response.status_code < 500:
+            raise RequestRejected(
+                f"The server refused the request ({response.status_code}): {server_message(response)}"
+            )
+        if response.status_code >= 500:
+            raise ServerFailed(f"The server failed ({response.status_code}): {server_message(response)}")
+        try:
+            return response.json()
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise ServerFailed(f"The server's answer to {path} was not JSON.") from None
+
+    async def model_info(self, timeout: float | None = None) -> ModelInfo:
+        """The served model; `timeout` shortens the wait for status checks that must stay quick."""
+        body = await self._request("GET", "/v1/models", timeout=timeout)
+        try:
+            first = body["data"][0]
+            return ModelInfo(model_id=str(first["id"]), max_model_len=int(first["max_model_len"]))
+        except (KeyError, IndexError, TypeError, ValueError):
+            raise ServerFailed("The server's /v1/models answer lists no model with a max_model_len.") from None
+
+    async def count_tokens(self, model: str, text: str) -> int:
+        body = await self._request("POST", "/tokenize", {"model": model, "prompt": text})
+        try:
+            return int(body["count"])
+        except (KeyError, TypeError, ValueError):
+            raise ServerFailed("The server's /tokenize answer has no token count.") from None
+
+    async def rerank(
+        self, model: str, query: str, documents: Sequence[str], instruction: str | None = None
+    ) -> RerankAnswer:
+        payload: dict[str, Any] = {"model": model, "query": query, "documents": list(documents)}
+        if instruction is not None:
+            payload["instruction"] = instruction
+        body = await self._request("POST", "/v1/rerank", payload)
+        try:
+            scores: list[float | None] = [None] * len(documents)
+            for result in body["results"]:
+                scores[int(result["index"])] = float(result["relevance_score"])
+            prompt_tokens = int((body.get("usage") or {}).get("prompt_tokens", 0))
+        except (KeyError, IndexError, TypeError, ValueError):
+            raise ServerFailed("The server's /v1/rerank answer could not be read.") from None
+        if any(score is None for score in scores):
+            raise ServerFailed("The server's /v1/rerank answer left out some documents.")
+        return RerankAnswer(scores=tuple(score for score in scores if score is not None), prompt_tokens=prompt_tokens)
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+            self._loop = None
+
+    def close_from_another_thread(self, timeout: float = 5.0) -> None:
+        """Close the pool on the loop that owns it, from the thread shutting the page down."""
+        loop = self._loop
+        if self._client is None or loop is None or loop.is_closed() or not loop.is_running():
+            self._client = None
+            return
+        future = asyncio.run_coroutine_threadsafe(self.aclose(), loop)
+        try:
+            future.result(timeout)
+        except (TimeoutError, RuntimeError):
+            future.cancel()
