@@ -131,6 +131,10 @@ if [ -z "$server_url" ]; then
   fi
 fi
 
+if [ -z "$server_pid" ]; then
+  say "using the vLLM server at $server_url (none started here)"
+  "$py" -m webui --server-url "$server_url" --check-server || die "$server_url is not a usable reranker server"
+fi
 port_busy "$page_port" && { stop_all; die "port $page_port is already in use: choose another with --port"; }
 "$py" -m webui --server-url "$server_url" --port "$page_port" ${profile:+--profile-label "$profile"} "${page_args[@]}" &
 page_pid=$!

@@ -16,7 +16,7 @@ import psutil
 import pytest
 from gradio_client import Client
 
-from tests.support.server_process import REPO_ROOT, free_port
+from tests.support.server_process import REPO_ROOT, RunningServer, free_port
 
 DOCUMENTS = ["Paris is the capital of France.", "Beijing is the capital of China.", "Pandas eat bamboo."]
 
@@ -115,3 +115,44 @@ def test_help_lists_every_option_and_variable() -> None:
         "RERANK_CONCURRENCY", "RERANK_QUEUE_SIZE", "RERANK_API_KEY", "RERANK_VENV",
     ):  # fmt: skip
         assert word in out.stdout, word
+
+
+def test_an_external_server_is_checked_then_used_and_left_running(minilm_server: RunningServer) -> None:
+    page_port = free_port()
+    proc = subprocess.Popen(
+        ["./launch.sh", "--server-url", minilm_server.url, "--port", str(page_port)],
+        cwd=REPO_ROOT, env=launch_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        start_new_session=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 180
+        while not port_open(page_port):
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read() if proc.stdout else ""
+            time.sleep(1)
+        client = Client(f"http://127.0.0.1:{page_port}", verbose=False)
+        try:
+            result = client.predict(
+                "what is the capital of China?", "", "\n".join(DOCUMENTS), "One per line", None, None, 10,
+                api_name="/rerank",
+            )  # fmt: skip
+        finally:
+            client.close()
+        assert result[0]["data"][0][4] == 2
+    finally:
+        os.killpg(proc.pid, signal.SIGINT)
+        out, _ = proc.communicate(timeout=60)
+    assert f"using the vLLM server at {minilm_server.url} (none started here)" in out
+    assert "sentence-transformers/all-MiniLM-L6-v2 at" in out and "reranks (window 256 tokens)" in out
+    assert httpx.get(f"{minilm_server.url}/health", timeout=10).status_code == 200  # not ours to stop
+
+
+def test_an_external_server_that_is_down_fails_in_one_line() -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+    out = subprocess.run(
+        ["./launch.sh", "--server-url", url, "--port", str(free_port())],
+        cwd=REPO_ROOT, env=launch_env(), capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert out.returncode == 1
+    lines = out.stderr.strip().splitlines()
+    assert lines[-1] == f"launch: {url} is not a usable reranker server"
+    assert lines[-2] == f"error: The rerank server at {url} is not reachable: it is starting up or down."

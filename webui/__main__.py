@@ -5,12 +5,14 @@ python -m webui --server-url http://127.0.0.1:8000 --auth analyst:secret --share
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import sys
 from collections.abc import Sequence
 
-from webui.settings import SettingsError, settings_from_args
+from webui.client import RerankError
+from webui.settings import SettingsError, build_parser, settings_from_args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -19,6 +21,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    if build_parser().parse_args(argv).check_server:
+        from webui.check import check_reranker
+
+        try:
+            print(asyncio.run(check_reranker(settings)))
+        except RerankError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 1
+        return 0
     # Imported here so that a bad flag is reported without waiting for Gradio to import.
     from webui.app import create_demo
 
