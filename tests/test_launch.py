@@ -26,6 +26,19 @@ def port_open(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
+def rank_through_page(page_port: int) -> list[list[object]]:
+    """The ranked table rows for DOCUMENTS, asked of the page as a user's browser would."""
+    client = Client(f"http://127.0.0.1:{page_port}", verbose=False)
+    try:
+        result = client.predict(
+            "what is the capital of China?", "", "\n".join(DOCUMENTS), "One per line", None, None, 10,
+            api_name="/rerank",
+        )  # fmt: skip
+    finally:
+        client.close()
+    return result[0]["data"]  # type: ignore[no-any-return]
+
+
 def launch_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("RERANK_")}
     # The tests' own virtualenv, so that launch.sh finds it installed and starts at once.
@@ -63,15 +76,7 @@ def test_launch_ranks_through_the_page_and_ctrl_c_leaves_nothing_behind(
     said = output.read_text()
     assert "no NVIDIA GPU found: serving the bundled all-MiniLM-L6-v2 on the CPU (profile cpu)" in said
 
-    client = Client(f"http://127.0.0.1:{page_port}", verbose=False)
-    try:
-        result = client.predict(
-            "what is the capital of China?", "", "\n".join(DOCUMENTS), "One per line", None, None, 10,
-            api_name="/rerank",
-        )  # fmt: skip
-    finally:
-        client.close()
-    table = result[0]["data"]
+    table = rank_through_page(page_port)
     assert len(table) == 3
     assert table[0][4] == 2  # Beijing, the second document, ranks first
     served = httpx.post(
@@ -129,15 +134,7 @@ def test_an_external_server_is_checked_then_used_and_left_running(minilm_server:
         while not port_open(page_port):
             assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read() if proc.stdout else ""
             time.sleep(1)
-        client = Client(f"http://127.0.0.1:{page_port}", verbose=False)
-        try:
-            result = client.predict(
-                "what is the capital of China?", "", "\n".join(DOCUMENTS), "One per line", None, None, 10,
-                api_name="/rerank",
-            )  # fmt: skip
-        finally:
-            client.close()
-        assert result[0]["data"][0][4] == 2
+        assert rank_through_page(page_port)[0][4] == 2
     finally:
         os.killpg(proc.pid, signal.SIGINT)
         out, _ = proc.communicate(timeout=60)

@@ -29,7 +29,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from tests.support.server_process import RunningServer
+from tests.support.server_process import RunningServer, free_port
 from webui.app import LoginThrottle, PageHandlers, RerankDemo, create_demo
 from webui.passages import TEMPLATE_MARGIN, is_qwen3, split_document
 from webui.settings import DEFAULT_INSTRUCTION, Settings
@@ -44,12 +44,6 @@ CAPITALS = [
     "Shanghai is the largest city in China.",
 ]
 QUERY = "what is the capital of China?"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 # --- a counting proxy in front of the real server -------------------------------------------
