@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import re
 
+import httpx
 import pytest
 
+from webui.client import ModelInfo, RerankClient
 from webui.passages import (
     BudgetError,
     Passage,
+    RankingOutcome,
     best_passages,
     is_qwen3,
+    rank_documents,
     split_document,
     split_documents,
     window_texts,
@@ -170,3 +175,51 @@ def test_window_texts_rejects_a_zero_width() -> None:
         window_texts("abc", 0)
     assert window_texts("   ", 10) == []
     assert re.fullmatch(r"abc", window_texts("abc", 10)[0])
+
+
+class FakeServer:
+    """A server of one-token-per-word with a window of `window` tokens, behind httpx.MockTransport."""
+
+    def __init__(self, window: int) -> None:
+        self.window = window
+        self.paths: list[str] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.paths.append(request.url.path)
+        body = json.loads(request.content)
+        if request.url.path == "/tokenize":
+            return httpx.Response(200, json={"count": word_tokens(body["prompt"])})
+        if any(word_tokens(doc) > self.window for doc in body["documents"]):
+            return httpx.Response(400, json={"error": {"message": "This model's maximum context length is ..."}})
+        results = [{"index": i, "relevance_score": doc.count("w001") / 10} for i, doc in enumerate(body["documents"])]
+        return httpx.Response(200, json={"results": results, "usage": {"prompt_tokens": 1}})
+
+
+def rank(server: FakeServer, documents: list[str], batch_size: int = 10) -> RankingOutcome:
+    async def run() -> RankingOutcome:
+        client = RerankClient("http://server", timeout=5, max_connections=1, transport=httpx.MockTransport(server))
+        try:
+            model = ModelInfo("all-MiniLM-L6-v2", server.window)
+            return await rank_documents(client, model, "w001", documents, instruction=None, batch_size=batch_size)
+        finally:
+            await client.aclose()
+
+    return asyncio.run(run())
+
+
+def test_documents_that_fit_cost_no_token_counts() -> None:
+    server = FakeServer(window=50)
+    outcome = rank(server, [" ".join(WORDS[i : i + 40]) for i in range(0, 120, 40)])
+    assert server.paths == ["/v1/rerank"]
+    assert outcome.split_documents == 0 and outcome.ranked[0].position == 0
+
+
+def test_only_a_batch_refused_as_too_long_is_measured_and_split() -> None:
+    server = FakeServer(window=50)
+    short, long = "w001 w002", " ".join(WORDS[:200])
+    outcome = rank(server, [short, short, long, short], batch_size=2)
+    # The first batch is scored whole; the second is refused, measured and split.
+    assert server.paths[:2] == ["/v1/rerank", "/v1/rerank"] and "/tokenize" in server.paths
+    assert outcome.split_documents == 1
+    long_doc = next(d for d in outcome.ranked if d.position == 2)
+    assert long_doc.passage.count > 1 and long_doc.score == 0.1

@@ -43,6 +43,10 @@ class ServerFailed(RerankError):
     pass
 
 
+class PromptTooLong(RequestRejected):
+    """A text did not fit the model's window (vLLM's "maximum context length" 400)."""
+
+
 @dataclass(frozen=True)
 class ModelInfo:
     model_id: str
@@ -138,6 +142,8 @@ class RerankClient:
             ) from None
         if response.status_code == 401:
             raise RequestRejected("The server refused the API key (401); check --api-key / RERANK_API_KEY.")
+        if response.status_code == 400 and "maximum context length" in response.text:
+            raise PromptTooLong(f"The server refused a text as too long: {server_message(response)}")
         if 400 <= response.status_code < 500:
             raise RequestRejected(
                 f"The server refused the request ({response.status_code}): {server_message(response)}"

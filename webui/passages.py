@@ -16,7 +16,7 @@ import re
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
-from webui.client import ModelInfo, RerankClient
+from webui.client import ModelInfo, PromptTooLong, RerankAnswer, RerankClient
 
 TEMPLATE_MARGIN = 96
 """Tokens of the Qwen3 score template around query, instruction and document (system prompt,
@@ -181,31 +181,57 @@ async def rank_documents(
     instruction: str | None,
     batch_size: int,
 ) -> RankingOutcome:
-    """Split what is too long, score every passage through /v1/rerank, keep each document's best."""
+    """Score documents through /v1/rerank; split what is too long; keep each document's best.
+
+    Each batch is first sent whole: most documents fit, and measuring every one through
+    /tokenize first cost a call per document (+34% page latency for 20 documents on a
+    CPU host). Only a batch that the server refuses as too long is measured and split.
+    """
+    counted: dict[str, int] = {}
 
     async def count(text: str) -> int:
-        return await client.count_tokens(model.model_id, text)
+        if text not in counted:
+            counted[text] = await client.count_tokens(model.model_id, text)
+        return counted[text]
 
-    specials = await count("")
-    if instruction is None:
-        budget = model.max_model_len
+    async def document_budget() -> int:
+        if instruction is not None:
+            prompt_tokens = await count(query) + (await count(instruction) if instruction else 0)
+            return model.max_model_len - prompt_tokens - TEMPLATE_MARGIN
         query_tokens = await count(query)
         if query_tokens > model.max_model_len:
             raise BudgetError(
                 f"The query is {query_tokens:,} tokens; the model's window is {model.max_model_len:,}. Shorten it."
             )
-    else:
-        prompt_tokens = await count(query) + (await count(instruction) if instruction else 0)
-        budget = model.max_model_len - prompt_tokens - TEMPLATE_MARGIN
-    passages = await split_documents(documents, budget, specials, count)
+        return model.max_model_len
 
+    async def score(texts: Sequence[str]) -> RerankAnswer:
+        return await client.rerank(model.model_id, query, texts, instruction=instruction)
+
+    passages: list[Passage] = []
     scores: list[float] = []
     tokens = 0
-    for start in range(0, len(passages), batch_size):
-        batch = passages[start : start + batch_size]
-        answer = await client.rerank(model.model_id, query, [p.text for p in batch], instruction=instruction)
+    budget: int | None = None
+    for start in range(0, len(documents), batch_size):
+        batch = documents[start : start + batch_size]
+        try:
+            answer = await score(batch)
+        except PromptTooLong:
+            budget = budget if budget is not None else await document_budget()
+            specials = await count("")
+            pieces = await split_documents(batch, budget, specials, count)
+            split = [Passage(start + p.document, p.number, p.count, p.text) for p in pieces]
+            for first in range(0, len(split), batch_size):
+                answer = await score([p.text for p in split[first : first + batch_size]])
+                scores.extend(answer.scores)
+                tokens += answer.prompt_tokens
+            passages.extend(split)
+            continue
+        passages.extend(Passage(start + i, 1, 1, text) for i, text in enumerate(batch))
         scores.extend(answer.scores)
         tokens += answer.prompt_tokens
     ranked = best_passages(passages, scores, documents)
     split_count = sum(1 for item in ranked if item.passage.count > 1)
-    return RankingOutcome(ranked=ranked, prompt_tokens=tokens, split_documents=split_count, budget=budget)
+    return RankingOutcome(
+        ranked=ranked, prompt_tokens=tokens, split_documents=split_count, budget=budget or model.max_model_len
+    )
