@@ -19,6 +19,14 @@ def flag(argv: list[str], name: str) -> str:
     return argv[argv.index(name) + 1]
 
 
+def test_qwen3_4b_carries_the_flags_measured_on_the_h100() -> None:
+    argv = build_command(get_profile("qwen3-4b"), ServeOptions(gpu_memory_gib=79.6)).argv
+    measured = (
+        "--max-model-len 1344 --max-num-batched-tokens 6144 --max-num-seqs 256 --kv-cache-memory-bytes 1207959552"
+    )
+    assert measured in " ".join(argv)  # bench/results/gpu-h100.md, row qwen3-4b-kv1-b6k
+
+
 @pytest.mark.parametrize("name", [n for n, p in PROFILES.items() if p.qwen3_reranker])
 def test_qwen3_profiles_load_the_checkpoint_as_a_scorer_with_its_template(name: str) -> None:
     cmd = build_command(get_profile(name), ServeOptions(gpu_memory_gib=80))
@@ -39,6 +47,9 @@ def test_qwen3_profiles_load_the_checkpoint_as_a_scorer_with_its_template(name: 
 def test_fp8_profile_quantizes_online() -> None:
     argv = build_command(get_profile("qwen3-4b-fp8"), ServeOptions()).argv
     assert flag(argv, "--quantization") == "fp8"
+    assert flag(argv, "--kv-cache-dtype") == "fp8"
+    # 12288 tokens at 36 layers x 8 heads x 128 dims x (K, V) x 1 byte: the H100-measured value.
+    assert flag(argv, "--kv-cache-memory-bytes") == "905969664"
     assert "--quantization" not in build_command(get_profile("qwen3-4b"), ServeOptions()).argv
 
 
