@@ -1,0 +1,1 @@
+"""GPU benchmark of the reranker server against vLLM's defaults (see bench/README.md)."""

@@ -1,0 +1,146 @@
+"""Device memory through NVML, sampled by one thread: the idle level and the peak of each phase.
+
+    with MemorySampler() as sampler:
+        sampler.phase("startup")   # samples from now on count towards "startup"
+        ...
+        sampler.phase("load")
+        ...
+        sampler.peak_mib("startup"), sampler.idle_mib
+
+`used` comes from nvmlDeviceGetMemoryInfo v2 where the driver has it (it leaves out
+driver-reserved memory, as nvidia-smi does), else v1. Peaks are whole-device readings,
+so nothing else may run on the GPU while a configuration is measured. Without NVML (a
+CPU host) every reading is None and nothing raises.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+MIB = 1 << 20
+
+
+@dataclass(frozen=True)
+class DeviceInfo:
+    name: str
+    driver: str
+    total_mib: int
+    cuda_driver: str
+
+
+class MemorySampler:
+    def __init__(self, device_index: int = 0, interval_s: float = 0.02) -> None:
+        self.device_index = device_index
+        self.interval_s = interval_s
+        self._nvml: Any = None
+        self._handle: Any = None
+        self._lock = threading.Lock()
+        self._phase: str | None = None
+        self._peaks: dict[str, int] = {}
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.idle_mib: int | None = None
+
+    def __enter__(self) -> MemorySampler:
+        try:
+            import pynvml
+
+            pynvml.nvmlInit()
+            self._nvml = pynvml
+            self._handle = pynvml.nvmlDeviceGetHandleByIndex(self.device_index)
+        except Exception:  # no driver, no GPU or no nvidia-ml-py: readings stay None
+            self._nvml = None
+            return self
+        self._thread = threading.Thread(target=self._run, name="nvml-sampler", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        if self._nvml is not None:
+            self._nvml.nvmlShutdown()
+
+    @property
+    def available(self) -> bool:
+        return self._nvml is not None
+
+    def used_mib(self) -> int | None:
+        if self._nvml is None:
+            return None
+        nvml = self._nvml
+        try:
+            info = nvml.nvmlDeviceGetMemoryInfo(self._handle, version=nvml.nvmlMemory_v2)
+        except (AttributeError, TypeError, nvml.NVMLError):
+            info = nvml.nvmlDeviceGetMemoryInfo(self._handle)
+        return int(info.used) // MIB
+
+    def device_info(self) -> DeviceInfo | None:
+        if self._nvml is None:
+            return None
+        nvml = self._nvml
+        name = nvml.nvmlDeviceGetName(self._handle)
+        driver = nvml.nvmlSystemGetDriverVersion()
+        cuda = nvml.nvmlSystemGetCudaDriverVersion_v2()
+        total = int(nvml.nvmlDeviceGetMemoryInfo(self._handle).total) // MIB
+        return DeviceInfo(
+            name=name if isinstance(name, str) else name.decode(),
+            driver=driver if isinstance(driver, str) else driver.decode(),
+            total_mib=total,
+            cuda_driver=f"{cuda // 1000}.{cuda % 1000 // 10}",
+        )
+
+    def measure_idle(self, seconds: float = 1.0) -> int | None:
+        """The quiet level that peaks are reported above (the lowest of a second's readings)."""
+        readings = []
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            used = self.used_mib()
+            if used is None:
+                return None
+            readings.append(used)
+            time.sleep(self.interval_s)
+        self.idle_mib = min(readings)
+        return self.idle_mib
+
+    def wait_until_idle(self, timeout_s: float = 60.0, slack_mib: int = 512) -> bool:
+        """After a server stops, wait for its memory to come back (True if it did)."""
+        if self.idle_mib is None:
+            return True
+        end = time.monotonic() + timeout_s
+        while time.monotonic() < end:
+            used = self.used_mib()
+            if used is not None and used <= self.idle_mib + slack_mib:
+                return True
+            time.sleep(0.5)
+        return False
+
+    def phase(self, name: str | None) -> None:
+        """Samples from now on count towards `name` (None: towards nothing)."""
+        with self._lock:
+            self._phase = name
+            if name is not None:
+                self._peaks[name] = 0  # a phase name reused by the next server starts afresh
+
+    def peak_mib(self, name: str) -> int | None:
+        """Highest reading of the phase, above the idle level."""
+        with self._lock:
+            peak = self._peaks.get(name)
+        if peak is None or self.idle_mib is None:
+            return None
+        return max(0, peak - self.idle_mib)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            used = self.used_mib()
+            with self._lock:
+                if used is not None and self._phase is not None:
+                    self._peaks[self._phase] = max(self._peaks.get(self._phase, 0), used)
+            self._stop.wait(self.interval_s)
