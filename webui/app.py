@@ -403,7 +403,8 @@ def create_demo(settings: Settings) -> RerankDemo:
     handlers = PageHandlers(resources)
 
     # delete_cache: uploads and exports are the analyst's documents; Gradio drops its copies hourly.
-    demo = RerankDemo(title="Rerank documents", analytics_enabled=False, delete_cache=(3600, 3600))
+    # fill_width: the ranking table needs the room; Gradio centres a narrow column by default.
+    demo = RerankDemo(title="Rerank documents", analytics_enabled=False, delete_cache=(3600, 3600), fill_width=True)
     with demo:
         gr.Markdown(
             "# Rerank documents\nPaste a query and documents; the server's reranker puts the most relevant first."
@@ -438,7 +439,7 @@ def create_demo(settings: Settings) -> RerankDemo:
                 file_types=[".txt", ".csv", ".jsonl"],
                 file_count="single",
                 type="filepath",
-                height=140,
+                height=100,
             )
             # Custom values: the choices arrive per upload, and documents.py checks the name itself.
             choice = gr.Dropdown(label="Column", choices=[], visible=False, interactive=True, allow_custom_value=True)
