@@ -13,6 +13,7 @@ import pytest
 
 from webui.client import (
     ModelInfo,
+    PromptTooLong,
     RequestRejected,
     RerankClient,
     ServerFailed,
@@ -110,8 +111,8 @@ def test_model_info_and_token_count() -> None:
                     "code": 400,
                 }
             },
-            RequestRejected,
-            r"refused the request \(400\): This model's maximum context length is 512 tokens\.",
+            PromptTooLong,
+            r"refused a text as too long: This model's maximum context length is 512 tokens\.",
         ),
         (
             404,
@@ -222,7 +223,8 @@ def test_rank_documents_budgets_qwen3_prompts_and_aggregates_passages() -> None:
         scores = [
             {"index": i, "relevance_score": 0.9 if "beijing" in d else 0.1} for i, d in enumerate(body["documents"])
         ]
-        assert all(len(d.split()) <= 100 - 10 for d in body["documents"])  # query 5 words + instruction 5 words
+        if any(len(d.split()) > 100 - 10 for d in body["documents"]):  # query 5 words + instruction 5 words
+            return httpx.Response(400, json={"error": {"message": "This model's maximum context length is 196"}})
         return httpx.Response(200, json={"results": scores, "usage": {"prompt_tokens": 7}})
 
     long_document = " ".join(["filler"] * 150 + ["beijing"] + ["filler"] * 150)
@@ -244,8 +246,8 @@ def test_rank_documents_budgets_qwen3_prompts_and_aggregates_passages() -> None:
     assert [item.position for item in outcome.ranked] == [1, 2, 0]
     best = outcome.ranked[0]
     assert best.passage.count > 1 and "beijing" in best.passage.text and best.text == long_document
-    # Batches of at most 4 passages, sent one after another.
+    # The documents went whole first and were refused; then batches of at most 4 passages.
     reranks = calls.count("/v1/rerank")
     passages = sum(item.passage.count for item in outcome.ranked)
-    assert reranks == -(-passages // 4)
-    assert outcome.prompt_tokens == 7 * reranks
+    assert calls[0] == "/v1/rerank" and reranks == 1 + -(-passages // 4)
+    assert outcome.prompt_tokens == 7 * (reranks - 1)

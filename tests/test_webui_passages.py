@@ -223,3 +223,24 @@ def test_only_a_batch_refused_as_too_long_is_measured_and_split() -> None:
     assert outcome.split_documents == 1
     long_doc = next(d for d in outcome.ranked if d.position == 2)
     assert long_doc.passage.count > 1 and long_doc.score == 0.1
+
+
+class ExpandingServer(FakeServer):
+    """Counts a control string as one token in /tokenize but as eight when scoring, as the
+    Qwen3 template does once it has neutralised it."""
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/v1/rerank":
+            body = json.loads(request.content)
+            if any(word_tokens(doc) + 7 * doc.count("<|x|>") > self.window for doc in body["documents"]):
+                self.paths.append(request.url.path)
+                return httpx.Response(400, json={"error": {"message": "This model's maximum context length is"}})
+        return super().__call__(request)
+
+
+def test_passages_shrink_when_the_server_reads_them_longer_than_counted() -> None:
+    server = ExpandingServer(window=200)
+    document = " ".join(["<|x|>"] * 300 + ["w001"])
+    outcome = rank(server, [document])
+    assert outcome.ranked[0].passage.count > 2 and outcome.ranked[0].score == 0.1
+    assert outcome.budget <= 200 // 4

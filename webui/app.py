@@ -35,6 +35,8 @@ from webui.documents import (
     documents_from_upload,
     join_documents,
     split_documents,
+    split_mode,
+    text_field,
     upload_choices,
 )
 from webui.gpu import GpuSampler
@@ -118,10 +120,11 @@ def clamp_top_n(value: float | None, total: int) -> int:
 
 
 def gather_documents(
-    pasted: str, mode_label: str, upload: str | None, choice: str | None, settings: Settings
+    pasted: str | None, mode_label: str, upload: str | None, choice: str | None, settings: Settings
 ) -> tuple[list[str], str]:
     """(documents, where they came from): the upload when one is attached, else the pasted text."""
-    mode = SplitMode(mode_label)
+    mode = split_mode(mode_label)
+    pasted = text_field(pasted, "pasted text")
     if upload:
         path = Path(upload)
         documents = documents_from_upload(path, choice, mode, settings.max_upload_bytes)
@@ -205,7 +208,7 @@ class PageHandlers:
 
     def count(self, pasted: str, mode_label: str, upload: str | None, choice: str | None) -> str:
         try:
-            documents, source = gather_documents(pasted or "", mode_label, upload, choice, self.settings)
+            documents, source = gather_documents(pasted, mode_label, upload, choice, self.settings)
         except DocumentError as error:
             return error_status(str(error))
         return count_line(documents, source, self.settings)
@@ -255,10 +258,11 @@ class PageHandlers:
         """(table, status line, CSV download). On any failure the inputs are left untouched."""
         started = time.perf_counter()
         try:
-            query = (query or "").strip()
+            query = text_field(query, "query").strip()
+            instruction = text_field(instruction, "instruction")
             if not query:
                 raise DocumentError("Enter a query to rank the documents against.")
-            documents, _ = gather_documents(pasted or "", mode_label, upload, choice, self.settings)
+            documents, _ = gather_documents(pasted, mode_label, upload, choice, self.settings)
             if not documents:
                 raise DocumentError("No documents: paste some (one per line, or as chosen) or upload a file.")
             check_limits(documents, self.settings.max_docs, self.settings.max_doc_bytes)
@@ -270,7 +274,7 @@ class PageHandlers:
                 model,
                 query,
                 documents,
-                instruction=((instruction or "").strip() or DEFAULT_INSTRUCTION) if qwen3 else None,
+                instruction=(instruction.strip() or DEFAULT_INSTRUCTION) if qwen3 else None,
                 batch_size=self.settings.max_docs,
             )
         except (DocumentError, BudgetError, RerankError) as error:

@@ -57,12 +57,34 @@ def join_documents(documents: list[str], mode: SplitMode) -> str:
     return separator.join(documents)
 
 
+def text_field(value: object, what: str) -> str:
+    """A text input as the page can use it: None is empty; a lone surrogate (which a browser
+    or an API caller can send, and UTF-8 cannot encode) is refused in one line."""
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise DocumentError(f"The {what} must be text.")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise DocumentError(f"The {what} contains characters that are not valid Unicode; remove them.") from None
+    return value
+
+
+def split_mode(label: object) -> SplitMode:
+    try:
+        return SplitMode(str(label))
+    except ValueError:
+        choices = ", ".join(f"“{mode.value}”" for mode in SplitMode)
+        raise DocumentError(f"Choose how to split the pasted text: {choices}.") from None
+
+
 def check_limits(documents: list[str], max_docs: int, max_doc_bytes: int) -> None:
     """Refuse too many or too large documents, naming the first offender (1-based, as shown)."""
     if len(documents) > max_docs:
         raise DocumentError(f"{len(documents):,} documents; the limit is {max_docs:,} per request.")
     for number, document in enumerate(documents, start=1):
-        size = len(document.encode("utf-8"))
+        size = len(text_field(document, f"document {number}").encode("utf-8"))
         if size > max_doc_bytes:
             raise DocumentError(f"Document {number} is {size:,} bytes; the limit is {max_doc_bytes:,} bytes.")
 

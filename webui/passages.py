@@ -22,6 +22,9 @@ TEMPLATE_MARGIN = 96
 """Tokens of the Qwen3 score template around query, instruction and document (system prompt,
 role markers, the empty think block: about 70), plus room for tokens merging across joins."""
 
+MIN_BUDGET = 16
+"""Passages are not made shorter than this many tokens."""
+
 OVERLAP = 0.25
 """Share of a passage repeated at the start of the next, so no sentence is only ever cut."""
 
@@ -219,13 +222,25 @@ async def rank_documents(
         except PromptTooLong:
             budget = budget if budget is not None else await document_budget()
             specials = await count("")
-            pieces = await split_documents(batch, budget, specials, count)
-            split = [Passage(start + p.document, p.number, p.count, p.text) for p in pieces]
-            for first in range(0, len(split), batch_size):
-                answer = await score([p.text for p in split[first : first + batch_size]])
-                scores.extend(answer.scores)
-                tokens += answer.prompt_tokens
+            while True:
+                pieces = await split_documents(batch, budget, specials, count)
+                split = [Passage(start + p.document, p.number, p.count, p.text) for p in pieces]
+                try:
+                    answers = [
+                        await score([p.text for p in split[first : first + batch_size]])
+                        for first in range(0, len(split), batch_size)
+                    ]
+                    break
+                except PromptTooLong:
+                    # The server's template can make a text longer than /tokenize counts it
+                    # (it neutralises control-token strings into several tokens): halve and retry.
+                    if budget <= MIN_BUDGET:
+                        message = "These documents do not fit the model's window even in short passages."
+                        raise BudgetError(message) from None
+                    budget //= 2
             passages.extend(split)
+            scores.extend(score for answer in answers for score in answer.scores)
+            tokens += sum(answer.prompt_tokens for answer in answers)
             continue
         passages.extend(Passage(start + i, 1, 1, text) for i, text in enumerate(batch))
         scores.extend(answer.scores)

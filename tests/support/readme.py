@@ -24,7 +24,7 @@ BLOCKS: dict[str, list[str]] = {
         for profile in ("qwen3-4b", "qwen3-4b-fp8", "qwen3-0.6b", "qwen3-8b", "multi-gpu")
     },
 }
-_BLOCK = re.compile(r"(<!-- BEGIN (?P<name>[\w-]+) -->\n```text\n)(?P<body>.*?)(```\n<!-- END (?P=name) -->)", re.S)
+_BLOCK = re.compile(r"(<!-- BEGIN (?P<name>[\w.-]+) -->\n```text\n)(?P<body>.*?)(```\n<!-- END (?P=name) -->)", re.S)
 
 
 def command_output(name: str) -> str:
