@@ -26,6 +26,7 @@ from typing import Any
 
 import gradio as gr
 import pandas as pd
+from starlette.middleware import Middleware
 
 from webui.client import RerankClient, RerankError, ServerTimeout
 from webui.documents import (
@@ -44,6 +45,7 @@ from webui.panel import build_monitor_panel
 from webui.passages import BudgetError, RankingOutcome, is_qwen3, rank_documents
 from webui.results import TABLE_DATATYPES, TABLE_HEADERS, csv_text, table_rows
 from webui.settings import DEFAULT_INSTRUCTION, Settings
+from webui.upload_limit import UploadLimit
 
 STYLE_PATH = Path(__file__).with_name("style.css")
 BANNER_REFRESH_S = 5.0
@@ -377,7 +379,10 @@ def launch_defaults(settings: Settings, resources: PageResources) -> dict[str, A
         "max_file_size": settings.max_upload_bytes,
         "footer_links": ["gradio", "settings"],
         "css_paths": [STYLE_PATH],
-        "app_kwargs": {"lifespan": page_lifespan(resources)},
+        "app_kwargs": {
+            "lifespan": page_lifespan(resources),
+            "middleware": [Middleware(UploadLimit, max_bytes=settings.max_upload_bytes)],
+        },
     }
 
 
