@@ -251,3 +251,17 @@ def test_rank_documents_budgets_qwen3_prompts_and_aggregates_passages() -> None:
     passages = sum(item.passage.count for item in outcome.ranked)
     assert calls[0] == "/v1/rerank" and reranks == 1 + -(-passages // 4)
     assert outcome.prompt_tokens == 7 * (reranks - 1)
+
+
+def test_a_recent_model_answer_is_reused_only_when_asked() -> None:
+    calls: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(request.url.path)
+        return httpx.Response(200, json={"data": [{"id": "tiny", "max_model_len": 512}]})
+
+    async def three_asks(client: RerankClient) -> list[ModelInfo]:
+        return [await client.model_info(), await client.model_info(max_age=60), await client.model_info()]
+
+    assert run(make_client(handler), three_asks) == [ModelInfo("tiny", 512)] * 3
+    assert calls == ["/v1/models", "/v1/models"]  # the second ask was answered from the first

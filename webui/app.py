@@ -269,7 +269,7 @@ class PageHandlers:
                 raise DocumentError("No documents: paste some (one per line, or as chosen) or upload a file.")
             check_limits(documents, self.settings.max_docs, self.settings.max_doc_bytes)
             client = self.resources.client
-            model = await client.model_info()
+            model = await client.model_info(max_age=BANNER_REFRESH_S)
             qwen3 = is_qwen3(model.model_id, self.settings.profile_label)
             outcome = await rank_documents(
                 client,

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -108,6 +109,8 @@ class RerankClient:
         self._transport = transport
         self._client: httpx.AsyncClient | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._model: tuple[float, ModelInfo] | None = None
+        """(when, what) of the last /v1/models answer."""
 
     @property
     def limits(self) -> httpx.Limits:
@@ -155,14 +158,23 @@ class RerankClient:
         except (json.JSONDecodeError, UnicodeDecodeError):
             raise ServerFailed(f"The server's answer to {path} was not JSON.") from None
 
-    async def model_info(self, timeout: float | None = None) -> ModelInfo:
-        """The served model; `timeout` shortens the wait for status checks that must stay quick."""
+    async def model_info(self, timeout: float | None = None, max_age: float = 0.0) -> ModelInfo:
+        """The served model; `timeout` shortens the wait for status checks that must stay quick.
+
+        `max_age` > 0 accepts the last answer if it is that recent: the page's banner asks
+        every few seconds anyway, and a rerank then saves a round trip.
+        """
+        if self._model is not None and time.monotonic() - self._model[0] <= max_age:
+            return self._model[1]
+        self._model = None
         body = await self._request("GET", "/v1/models", timeout=timeout)
         try:
             first = body["data"][0]
-            return ModelInfo(model_id=str(first["id"]), max_model_len=int(first["max_model_len"]))
+            info = ModelInfo(model_id=str(first["id"]), max_model_len=int(first["max_model_len"]))
         except (KeyError, IndexError, TypeError, ValueError):
             raise ServerFailed("The server's /v1/models answer lists no model with a max_model_len.") from None
+        self._model = (time.monotonic(), info)
+        return info
 
     async def count_tokens(self, model: str, text: str) -> int:
         body = await self._request("POST", "/tokenize", {"model": model, "prompt": text})
