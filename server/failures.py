@@ -33,7 +33,7 @@ def diagnose(log_text: str) -> str:
         match = re.search(pattern, log_text)
         if match:
             return f"{advice} ({_line_of(log_text, match.start())})"
-    return "vLLM exited during startup"
+    return "vLLM exited (no known cause in its log)"
 
 
 def last_lines(log_path: Path | None, count: int = 15) -> str:

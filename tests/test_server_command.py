@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from server.command import ServeOptions, build_command
+from server.command import TCMALLOC, ServeOptions, build_command
 from server.plan import Limits
 from server.profiles import PROFILES, get_profile
 from server.template import TEMPLATE_PATH
@@ -61,6 +61,9 @@ def test_cpu_profile_serves_the_bundled_minilm_offline() -> None:
     assert "--hf-overrides" not in cmd.argv and "--chat-template" not in cmd.argv
     assert cmd.env["HF_HUB_OFFLINE"] == "1"
     assert "--gpu-memory-utilization" not in cmd.argv
+    if TCMALLOC.is_file():  # installed by server/install.sh where apt-get runs as root
+        assert cmd.env["LD_PRELOAD"].split()[0] == str(TCMALLOC)
+    assert "LD_PRELOAD" not in build_command(get_profile("qwen3-4b"), ServeOptions()).env
 
 
 def test_multi_gpu_runs_one_replica_per_gpu() -> None:
