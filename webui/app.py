@@ -448,7 +448,7 @@ def create_demo(settings: Settings) -> RerankDemo:
                 file_types=[".txt", ".csv", ".jsonl"],
                 file_count="single",
                 type="filepath",
-                height=100,
+                height=140,
             )
             # Custom values: the choices arrive per upload, and documents.py checks the name itself.
             choice = gr.Dropdown(label="Column", choices=[], visible=False, interactive=True, allow_custom_value=True)
