@@ -20,8 +20,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +30,9 @@ import pytest
 from gradio_client import Client
 from gradio_client.utils import Status
 
+from tests.support.page import LaunchedPage
+from tests.support.page import launched as launch_page
 from tests.support.server_process import REPO_ROOT, RunningServer, free_port
-from webui.app import RerankDemo, create_demo
 from webui.settings import Settings
 
 pytestmark = pytest.mark.timeout(1200)
@@ -46,23 +46,8 @@ MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 # --- helpers ------------------------------------------------------------------------------------
 
 
-@dataclass
-class Page:
-    demo: RerankDemo
-    url: str
-    client: Client
-
-
-@contextlib.contextmanager
-def launched(settings: Settings) -> Iterator[Page]:
-    demo = create_demo(settings)
-    _, url, _ = demo.launch(prevent_thread_lock=True, server_port=free_port(), quiet=True)
-    client = Client(url, verbose=False)
-    try:
-        yield Page(demo, url, client)
-    finally:
-        client.close()
-        demo.close()
+def launched(settings: Settings) -> contextlib.AbstractContextManager[LaunchedPage]:
+    return launch_page(settings, LaunchedPage)
 
 
 def rerank(client: Client, pasted: str, top_n: int = 0) -> Any:

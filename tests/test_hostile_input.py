@@ -26,16 +26,16 @@ from typing import Any
 import httpx
 import psutil
 import pytest
-import uvicorn
-from gradio_client import Client, handle_file
+from gradio_client import handle_file
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from server.template import neutralise
+from tests.support.page import LaunchedPage, serving
+from tests.support.page import launched as launch_page
 from tests.support.server_process import RunningServer, free_port
-from webui.app import RerankDemo, create_demo
 from webui.settings import DEFAULT_INSTRUCTION, Settings
 
 pytestmark = pytest.mark.timeout(600)
@@ -80,30 +80,14 @@ class RecordingProxy:
 @contextlib.contextmanager
 def serving_proxy(upstream: str) -> Iterator[tuple[RecordingProxy, str]]:
     proxy = RecordingProxy(upstream)
-    app = Starlette(routes=[Route("/{path:path}", proxy.forward, methods=["GET", "POST"])])
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.05)
-    try:
-        yield proxy, f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
+    with serving(Starlette(routes=[Route("/{path:path}", proxy.forward, methods=["GET", "POST"])])) as url:
+        yield proxy, url
 
 
 # --- the page -----------------------------------------------------------------------------------
 
 
-@dataclass
-class Page:
-    demo: RerankDemo
-    url: str
-    client: Client
-    settings: Settings
-
+class Page(LaunchedPage):
     def rerank(
         self,
         query: str | None,
@@ -137,16 +121,8 @@ class Page:
         raise AssertionError("the page closed the stream without an answer")
 
 
-@contextlib.contextmanager
-def launched(settings: Settings) -> Iterator[Page]:
-    demo = create_demo(settings)
-    _, url, _ = demo.launch(prevent_thread_lock=True, server_port=free_port(), quiet=True)
-    client = Client(url, verbose=False)
-    try:
-        yield Page(demo, url, client, settings)
-    finally:
-        client.close()
-        demo.close()
+def launched(settings: Settings) -> contextlib.AbstractContextManager[Page]:
+    return launch_page(settings, Page)
 
 
 @pytest.fixture(scope="module")

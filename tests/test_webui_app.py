@@ -20,8 +20,7 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
-from gradio_client import Client, handle_file
+from gradio_client import handle_file
 from gradio_client.exceptions import AppError
 from gradio_client.utils import QueueError
 from starlette.applications import Starlette
@@ -29,8 +28,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from tests.support.page import LaunchedPage, serving
+from tests.support.page import launched as launch_page
 from tests.support.server_process import RunningServer, free_port
-from webui.app import LoginThrottle, PageHandlers, RerankDemo, create_demo
+from webui.app import LoginThrottle, PageHandlers, create_demo
 from webui.passages import TEMPLATE_MARGIN, is_qwen3, split_document
 from webui.settings import DEFAULT_INSTRUCTION, Settings
 
@@ -95,28 +96,14 @@ class CountingProxy:
 @pytest.fixture(scope="module")
 def proxy(minilm_server: RunningServer) -> Iterator[tuple[CountingProxy, str]]:
     counting = CountingProxy(minilm_server.url)
-    app = Starlette(routes=[Route("/{path:path}", counting.forward, methods=["GET", "POST"])])
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.05)
-    yield counting, f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(10)
+    with serving(Starlette(routes=[Route("/{path:path}", counting.forward, methods=["GET", "POST"])])) as url:
+        yield counting, url
 
 
 # --- the page ----------------------------------------------------------------------------------
 
 
-@dataclass
-class Page:
-    demo: RerankDemo
-    url: str
-    client: Client
-    settings: Settings
-
+class Page(LaunchedPage):
     def rerank(
         self,
         query: str,
@@ -132,16 +119,8 @@ class Page:
         return self.client.predict(query, instruction, pasted, mode, file, choice, top_n, api_name="/rerank")
 
 
-@contextlib.contextmanager
-def launched(settings: Settings) -> Iterator[Page]:
-    demo = create_demo(settings)
-    _, url, _ = demo.launch(prevent_thread_lock=True, server_port=free_port(), quiet=True)
-    client = Client(url, verbose=False)
-    try:
-        yield Page(demo, url, client, settings)
-    finally:
-        client.close()
-        demo.close()
+def launched(settings: Settings) -> contextlib.AbstractContextManager[Page]:
+    return launch_page(settings, Page)
 
 
 def page_settings(server_url: str, **overrides: Any) -> Settings:
