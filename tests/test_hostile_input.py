@@ -33,7 +33,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from server.template import neutralise
-from tests.support.page import LaunchedPage, serving
+from tests.support.page import LaunchedPage, forward, serving
 from tests.support.page import launched as launch_page
 from tests.support.server_process import RunningServer, free_port
 from webui.settings import DEFAULT_INSTRUCTION, Settings
@@ -61,14 +61,7 @@ class RecordingProxy:
     async def forward(self, request: Request) -> Response:
         with self._lock:
             self.paths.append(request.url.path)
-        async with httpx.AsyncClient(base_url=self.upstream, timeout=120) as client:
-            answer = await client.request(
-                request.method,
-                request.url.path,
-                content=await request.body(),
-                headers={"content-type": request.headers.get("content-type", "application/json")},
-            )
-        return Response(answer.content, answer.status_code, media_type=answer.headers.get("content-type"))
+        return await forward(request, self.upstream, timeout=120)
 
     def taken(self) -> list[str]:
         """The paths recorded since the last call."""

@@ -28,7 +28,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from tests.support.page import LaunchedPage, serving
+from tests.support.page import LaunchedPage, forward, serving
 from tests.support.page import launched as launch_page
 from tests.support.server_process import RunningServer, free_port
 from webui.app import LoginThrottle, PageHandlers, create_demo
@@ -76,14 +76,7 @@ class CountingProxy:
                 if self.fail_with is not None:
                     return JSONResponse(self.fail_with[1], status_code=self.fail_with[0])
                 await asyncio.sleep(self.delay_s)
-            async with httpx.AsyncClient(base_url=self.upstream, timeout=60) as client:
-                answer = await client.request(
-                    request.method,
-                    request.url.path,
-                    content=await request.body(),
-                    headers={"content-type": request.headers.get("content-type", "application/json")},
-                )
-            return Response(answer.content, answer.status_code, media_type=answer.headers.get("content-type"))
+            return await forward(request, self.upstream, timeout=60)
         finally:
             with self._lock:
                 self.in_flight -= counted

@@ -10,8 +10,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TypeVar
 
+import httpx
 import uvicorn
 from gradio_client import Client
+from starlette.requests import Request
+from starlette.responses import Response
 from starlette.types import ASGIApp
 
 from tests.support.server_process import free_port
@@ -57,3 +60,15 @@ def serving(app: ASGIApp) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(10)
+
+
+async def forward(request: Request, upstream: str, timeout: float) -> Response:
+    """Pass a request on to `upstream` unchanged and its answer back: the body of a test proxy."""
+    async with httpx.AsyncClient(base_url=upstream, timeout=timeout) as client:
+        answer = await client.request(
+            request.method,
+            request.url.path,
+            content=await request.body(),
+            headers={"content-type": request.headers.get("content-type", "application/json")},
+        )
+    return Response(answer.content, answer.status_code, media_type=answer.headers.get("content-type"))
