@@ -98,6 +98,8 @@ PROFILES: dict[str, Profile] = {
             shape=QWEN3_RERANKER_4B,
             device="cuda",
             data_parallel_size=0,
+            max_num_batched_tokens=6144,  # each replica planned as qwen3-4b
+            kv_cache_steps=4 / 3,
         ),
         Profile(
             name="qwen3-0.6b-cpu",
