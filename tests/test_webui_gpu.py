@@ -506,7 +506,7 @@ def test_refresh_skips_a_full_queue_and_never_runs_nvml(monkeypatch: pytest.Monk
     release = threading.Event()
 
     def slow_rerank(text: str) -> str:
-        release.wait(30)
+        release.wait(180)  # held until the test releases it, past the slowest queue join below
         return text
 
     sampler = GpuSampler(GpuSamplerConfig(interval_s=0.05)).start()
@@ -531,7 +531,9 @@ def test_refresh_skips_a_full_queue_and_never_runs_nvml(monkeypatch: pytest.Monk
             status = httpx.get(f"{url}gradio_api/queue/status", timeout=5).json()
             return int(status["queue_size"])
 
-        wait_for(lambda: queued() >= 1, timeout_s=20)
+        # gradio_client joins the queue from its own threads: on a loaded 2-core CI machine
+        # that took over 20 s once.
+        wait_for(lambda: queued() >= 1, timeout_s=90)
         with pytest.raises(Exception, match=r"[Qq]ueue is full"):
             client.predict("c", api_name="/rerank")
 
