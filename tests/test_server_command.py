@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from server.command import TCMALLOC, ServeOptions, build_command
-from server.plan import Limits
+from server.contract import Limits
 from server.profiles import PROFILES, get_profile
 from server.template import TEMPLATE_PATH
 from tests.support.server_process import REPO_ROOT
@@ -95,7 +95,23 @@ def test_api_key_travels_in_the_environment_and_guards_every_route() -> None:
     cmd = build_command(get_profile("qwen3-4b"), ServeOptions(api_key="s3cret"))
     assert "s3cret" not in " ".join(cmd.argv)
     assert cmd.env["VLLM_API_KEY"] == "s3cret"
-    assert flag(cmd.argv, "--middleware") == "server.auth.require_api_key"
+    middleware = [cmd.argv[i + 1] for i, arg in enumerate(cmd.argv) if arg == "--middleware"]
+    # vLLM wraps each middleware around the ones before it: the last runs first, so the key
+    # is checked before the contract (or anything else) answers.
+    assert middleware == ["server.contract_route.publish_contract", "server.auth.require_api_key"]
+
+
+@pytest.mark.parametrize(("name", "scorer"), [("qwen3-4b", "qwen3-yes-no"), ("cpu", "plain")])
+def test_every_server_publishes_its_scorer_and_limits(name: str, scorer: str) -> None:
+    cmd = build_command(get_profile(name), ServeOptions(limits=Limits(max_docs=7, max_doc_tokens=300)))
+    assert flag(cmd.argv, "--middleware") == "server.contract_route.publish_contract"
+    published = json.loads(cmd.env["RERANK_CONTRACT"])
+    assert published["scorer"] == scorer
+    assert published["limits"] == {"max_docs": 7, "max_doc_tokens": 300, "max_query_tokens": 256}
+    assert published["template_tokens"] == 64
+    assert published["default_instruction"] == (
+        "Given a web search query, retrieve relevant passages that answer the query"
+    )  # the model card's words
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from server.contract import Limits
 from server.models import QWEN3_RERANKER_4B, shape_from_config
-from server.plan import GIB, Limits, PlanError, make_plan
+from server.plan import GIB, PlanError, make_plan
 from server.profiles import get_profile
 
 
@@ -32,9 +33,9 @@ def test_kv_cache_is_sized_in_tokens_of_whole_engine_steps() -> None:
 
 
 def test_max_model_len_follows_the_page_limits() -> None:
-    limits = Limits(max_doc_tokens=500, max_query_tokens=100, template_tokens=64)
+    limits = Limits(max_doc_tokens=500, max_query_tokens=100)
     plan = make_plan(get_profile("qwen3-4b"), QWEN3_RERANKER_4B, limits)
-    assert plan.max_model_len == 672  # 664 rounded up to 16-token blocks
+    assert plan.max_model_len == 672  # 500 + 100 + 64 of template = 664, rounded up to 16-token blocks
     assert plan.max_num_batched_tokens >= plan.max_model_len
 
 

@@ -28,12 +28,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from server.contract import DEFAULT_INSTRUCTION
 from tests.support.page import LaunchedPage, forward, serving
 from tests.support.page import launched as launch_page
 from tests.support.server_process import RunningServer, free_port
 from webui.app import LoginThrottle, PageHandlers, create_demo
-from webui.passages import TEMPLATE_MARGIN, is_qwen3, split_document
-from webui.settings import DEFAULT_INSTRUCTION, Settings
+from webui.passages import split_document
+from webui.settings import Settings
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -178,9 +179,13 @@ def page_ranking(result: Any) -> list[tuple[int, float]]:
     return [(int(row["position"]) - 1, float(row["score"])) for row in csv_rows(result)]
 
 
+def published_contract(server_url: str) -> dict[str, Any]:
+    """What the server itself says it scores with (its /rerank/contract route)."""
+    return dict(httpx.get(f"{server_url}/rerank/contract", timeout=30).json())
+
+
 def instruction_for(server_url: str) -> str | None:
-    model, _ = served_model(server_url)
-    return DEFAULT_INSTRUCTION if is_qwen3(model) else None
+    return DEFAULT_INSTRUCTION if published_contract(server_url)["scorer"] == "qwen3-yes-no" else None
 
 
 # --- ranking equals the server's own answer -----------------------------------------------------
@@ -255,7 +260,8 @@ def check_long_document_is_chunked(page: Page, words: int) -> None:
     if instruction is None:
         budget = max_model_len
     else:
-        budget = max_model_len - token_count(server_url, QUERY) - token_count(server_url, instruction) - TEMPLATE_MARGIN
+        template = published_contract(server_url)["template_tokens"]
+        budget = max_model_len - token_count(server_url, QUERY) - token_count(server_url, instruction) - template
     specials = token_count(server_url, "")
 
     async def count(text: str) -> int:

@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
+from server.contract import Limits, Scorer, ServedContract
 from webui.client import (
     ModelInfo,
     PromptTooLong,
@@ -20,7 +21,7 @@ from webui.client import (
     ServerTimeout,
     ServerUnavailable,
 )
-from webui.passages import TEMPLATE_MARGIN, rank_documents
+from webui.passages import rank_documents
 
 Handler = Callable[[httpx.Request], httpx.Response]
 
@@ -88,14 +89,20 @@ def test_instruction_and_key_are_left_out_when_not_set() -> None:
 
 
 def test_model_info_and_token_count() -> None:
+    published = ServedContract(scorer=Scorer.QWEN3_YES_NO, limits=Limits(max_docs=9))
+
     def handler(request: httpx.Request) -> httpx.Response:
         if request.url.path == "/v1/models":
             return httpx.Response(200, json={"object": "list", "data": [{"id": "tiny", "max_model_len": 512}]})
+        if request.url.path == "/rerank/contract":
+            return httpx.Response(200, json=published.to_json())
         assert request.url.path == "/tokenize"
         prompt = json.loads(request.content)["prompt"]
         return httpx.Response(200, json={"count": len(prompt.split()), "max_model_len": 512, "tokens": []})
 
-    assert run(make_client(handler), lambda c: c.model_info()) == ModelInfo("tiny", 512)
+    info = run(make_client(handler), lambda c: c.model_info())
+    assert (info.model_id, info.max_model_len, info.contract.scorer) == ("tiny", 512, Scorer.QWEN3_YES_NO)
+    assert info.contract.limits.max_docs == 9 and info.contract.published
     assert run(make_client(handler), lambda c: c.count_tokens("tiny", "three little words")) == 3
 
 
@@ -210,7 +217,9 @@ def test_pool_is_capped_at_the_concurrency_limit() -> None:
 
 def test_rank_documents_budgets_qwen3_prompts_and_aggregates_passages() -> None:
     """A fake server with a one-token-per-word tokenizer and a score that favours 'beijing'."""
-    max_model_len = 100 + TEMPLATE_MARGIN
+    # 100 tokens for query, instruction and document, and the 64 the contract below declares.
+    max_model_len = 164
+    contract = ServedContract(scorer=Scorer.QWEN3_YES_NO, template_tokens=64)
     calls: list[str] = []
 
     def handler(request: httpx.Request) -> httpx.Response:
@@ -233,7 +242,7 @@ def test_rank_documents_budgets_qwen3_prompts_and_aggregates_passages() -> None:
     async def call(client: RerankClient) -> Any:
         return await rank_documents(
             client,
-            ModelInfo("qwen3-tiny", max_model_len),
+            ModelInfo("qwen3-tiny", max_model_len, contract),
             "a b c d e",
             documents,
             instruction="f g h i j",
@@ -242,7 +251,7 @@ def test_rank_documents_budgets_qwen3_prompts_and_aggregates_passages() -> None:
 
     outcome = run(make_client(handler), call)
     assert outcome.budget == 90
-    assert outcome.split_documents == 1
+    assert outcome.long_documents == 1
     assert [item.position for item in outcome.ranked] == [1, 2, 0]
     best = outcome.ranked[0]
     assert best.passage.count > 1 and "beijing" in best.passage.text and best.text == long_document
@@ -258,10 +267,13 @@ def test_a_recent_model_answer_is_reused_only_when_asked() -> None:
 
     def handler(request: httpx.Request) -> httpx.Response:
         calls.append(request.url.path)
-        return httpx.Response(200, json={"data": [{"id": "tiny", "max_model_len": 512}]})
+        if request.url.path == "/v1/models":
+            return httpx.Response(200, json={"data": [{"id": "tiny", "max_model_len": 512}]})
+        return httpx.Response(404, json={"detail": "Not Found"})  # a vLLM that publishes no contract
 
     async def three_asks(client: RerankClient) -> list[ModelInfo]:
         return [await client.model_info(), await client.model_info(max_age=60), await client.model_info()]
 
-    assert run(make_client(handler), three_asks) == [ModelInfo("tiny", 512)] * 3
-    assert calls == ["/v1/models", "/v1/models"]  # the second ask was answered from the first
+    assert run(make_client(handler), three_asks) == [ModelInfo("tiny", 512, ServedContract())] * 3
+    # The second ask was answered from the first.
+    assert calls == ["/v1/models", "/rerank/contract", "/v1/models", "/rerank/contract"]

@@ -12,40 +12,40 @@ from webui.documents import (
     SplitMode,
     check_limits,
     csv_columns,
+    documents_from_text,
     documents_from_upload,
     join_documents,
     jsonl_fields,
     read_upload_text,
-    split_documents,
     upload_choices,
 )
 
 
 def test_one_per_line_drops_blank_lines_and_trims() -> None:
     text = "  first doc \r\n\r\nsecond doc\n   \nthird\r"
-    assert split_documents(text, SplitMode.LINES) == ["first doc", "second doc", "third"]
+    assert documents_from_text(text, SplitMode.LINES) == ["first doc", "second doc", "third"]
 
 
 def test_blank_lines_keep_multi_line_documents_together() -> None:
     text = "para one\nstill one\n\npara two\n \t \npara three\n\n\n"
-    assert split_documents(text, SplitMode.BLANK_LINES) == ["para one\nstill one", "para two", "para three"]
+    assert documents_from_text(text, SplitMode.BLANK_LINES) == ["para one\nstill one", "para two", "para three"]
 
 
 def test_dash_lines_split_only_on_lines_of_three_or_more_dashes() -> None:
     text = "a\nb -- not a split\n---\nc\n  -----  \nd\n--\ne"
-    assert split_documents(text, SplitMode.DASHES) == ["a\nb -- not a split", "c", "d\n--\ne"]
+    assert documents_from_text(text, SplitMode.DASHES) == ["a\nb -- not a split", "c", "d\n--\ne"]
 
 
 def test_empty_and_whitespace_text_gives_no_documents() -> None:
     for mode in SplitMode:
-        assert split_documents(" \n\n \t\n", mode) == []
-    assert split_documents("---\n \n-----", SplitMode.DASHES) == []
+        assert documents_from_text(" \n\n \t\n", mode) == []
+    assert documents_from_text("---\n \n-----", SplitMode.DASHES) == []
 
 
 @pytest.mark.parametrize("mode", list(SplitMode))
 def test_join_is_the_inverse_of_split(mode: SplitMode) -> None:
     documents = ["alpha beta", "gamma", "delta epsilon"]
-    assert split_documents(join_documents(documents, mode), mode) == documents
+    assert documents_from_text(join_documents(documents, mode), mode) == documents
 
 
 def test_limits_name_the_first_offending_document() -> None:

@@ -10,16 +10,16 @@ import re
 import httpx
 import pytest
 
+from server.contract import ServedContract
 from webui.client import ModelInfo, RerankClient
 from webui.passages import (
     BudgetError,
     Passage,
     RankingOutcome,
     best_passages,
-    is_qwen3,
+    document_passages,
     rank_documents,
     split_document,
-    split_documents,
     window_texts,
 )
 
@@ -119,7 +119,7 @@ def test_no_room_for_documents_is_a_clear_error() -> None:
 def test_split_documents_numbers_passages_per_document() -> None:
     counter = CountingTokenizer(word_tokens)
     documents = ["short one", TEXT, "short two"]
-    passages = asyncio.run(split_documents(documents, budget=120, specials=2, count_tokens=counter))
+    passages = asyncio.run(document_passages(documents, budget=120, specials=2, count_tokens=counter))
     assert passages[0] == Passage(document=0, number=1, count=1, text="short one")
     assert passages[-1] == Passage(document=2, number=1, count=1, text="short two")
     middle = [p for p in passages if p.document == 1]
@@ -157,19 +157,6 @@ def test_scores_must_match_passages() -> None:
         best_passages([Passage(0, 1, 1, "a")], [], ["a"])
 
 
-@pytest.mark.parametrize(
-    ("model_id", "profile", "expected"),
-    [
-        ("Qwen/Qwen3-Reranker-4B", "", True),
-        ("/models/tiny-qwen3-reranker", "", True),
-        ("/tmp/model-dir", "qwen3-0.6b-cpu", True),
-        ("/opt/all-MiniLM-L6-v2", "cpu", False),
-    ],
-)
-def test_qwen3_models_are_recognised_by_id_or_profile(model_id: str, profile: str, expected: bool) -> None:
-    assert is_qwen3(model_id, profile) is expected
-
-
 def test_window_texts_rejects_a_zero_width() -> None:
     with pytest.raises(ValueError, match="at least 1"):
         window_texts("abc", 0)
@@ -199,7 +186,7 @@ def rank(server: FakeServer, documents: list[str], batch_size: int = 10) -> Rank
     async def run() -> RankingOutcome:
         client = RerankClient("http://server", timeout=5, max_connections=1, transport=httpx.MockTransport(server))
         try:
-            model = ModelInfo("all-MiniLM-L6-v2", server.window)
+            model = ModelInfo("all-MiniLM-L6-v2", server.window, ServedContract())
             return await rank_documents(client, model, "w001", documents, instruction=None, batch_size=batch_size)
         finally:
             await client.aclose()
@@ -211,7 +198,7 @@ def test_documents_that_fit_cost_no_token_counts() -> None:
     server = FakeServer(window=50)
     outcome = rank(server, [" ".join(WORDS[i : i + 40]) for i in range(0, 120, 40)])
     assert server.paths == ["/v1/rerank"]
-    assert outcome.split_documents == 0 and outcome.ranked[0].position == 0
+    assert outcome.long_documents == 0 and outcome.ranked[0].position == 0
 
 
 def test_only_a_batch_refused_as_too_long_is_measured_and_split() -> None:
@@ -220,7 +207,7 @@ def test_only_a_batch_refused_as_too_long_is_measured_and_split() -> None:
     outcome = rank(server, [short, short, long, short], batch_size=2)
     # The first batch is scored whole; the second is refused, measured and split.
     assert server.paths[:2] == ["/v1/rerank", "/v1/rerank"] and "/tokenize" in server.paths
-    assert outcome.split_documents == 1
+    assert outcome.long_documents == 1
     long_doc = next(d for d in outcome.ranked if d.position == 2)
     assert long_doc.passage.count > 1 and long_doc.score == 0.1
 

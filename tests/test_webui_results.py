@@ -13,8 +13,8 @@ from webui.results import (
     TABLE_DATATYPES,
     TABLE_HEADERS,
     csv_text,
+    defuse_formula,
     highlight,
-    neutralise,
     query_terms,
     score_bar,
     table_rows,
@@ -80,12 +80,12 @@ def test_table_clips_long_documents_for_display() -> None:
 
 
 @pytest.mark.parametrize("prefix", ["=", "+", "-", "@", "\t", "\r"])
-def test_csv_neutralises_formula_prefixes(prefix: str) -> None:
-    assert neutralise(prefix + 'HYPERLINK("http://evil")') == "'" + prefix + 'HYPERLINK("http://evil")'
+def test_csv_defuses_formula_prefixes(prefix: str) -> None:
+    assert defuse_formula(prefix + 'HYPERLINK("http://evil")') == "'" + prefix + 'HYPERLINK("http://evil")'
 
 
 def test_plain_cells_are_left_alone() -> None:
-    assert neutralise("Beijing = capital") == "Beijing = capital"
+    assert defuse_formula("Beijing = capital") == "Beijing = capital"
 
 
 def test_csv_has_whole_documents_full_scores_and_no_live_formulas() -> None:

@@ -12,16 +12,16 @@ import sys
 from collections.abc import Sequence
 
 from webui.client import RerankError
-from webui.settings import SettingsError, build_parser, settings_from_args
+from webui.settings import SettingsError, parse_command_line
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     try:
-        settings = settings_from_args(argv, os.environ)
+        settings, check_server = parse_command_line(argv, os.environ)
     except SettingsError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    if build_parser().parse_args(argv).check_server:
+    if check_server:
         from webui.check import check_reranker
 
         try:

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
-import html
 import shutil
 import tempfile
 import time
@@ -33,18 +31,20 @@ from webui.documents import (
     DocumentError,
     SplitMode,
     check_limits,
+    documents_from_text,
     documents_from_upload,
     join_documents,
-    split_documents,
     split_mode,
     text_field,
     upload_choices,
 )
 from webui.gpu import GpuSampler
+from webui.login import LoginThrottle
+from webui.markup import inline_markdown
 from webui.panel import build_monitor_panel
-from webui.passages import BudgetError, RankingOutcome, is_qwen3, rank_documents
+from webui.passages import BudgetError, RankingOutcome, rank_documents
 from webui.results import TABLE_DATATYPES, TABLE_HEADERS, csv_text, table_rows
-from webui.settings import DEFAULT_INSTRUCTION, Settings
+from webui.settings import Settings
 from webui.upload_limit import UploadLimit
 
 STYLE_PATH = Path(__file__).with_name("style.css")
@@ -103,13 +103,6 @@ EXAMPLE_LABELS = ["Capital of China (one per line)", "Photosynthesis (blank line
 # --- pure helpers -------------------------------------------------------------------------
 
 
-def escape_line(text: str) -> str:
-    """One line of text made inert for Markdown and HTML (file names, server messages)."""
-    text = " ".join(text.split())
-    # html.escape turns < > & into entities; the rest are the characters Markdown acts on mid-line.
-    return "".join("\\" + char if char in "\\`*_[]|~#" else char for char in html.escape(text, quote=False))
-
-
 def empty_table() -> pd.DataFrame:
     return pd.DataFrame(columns=TABLE_HEADERS)
 
@@ -134,29 +127,29 @@ def gather_documents(
         return documents, f"from {path.name}{detail} (the pasted text is ignored while a file is attached)"
     if len(pasted.encode("utf-8")) > settings.max_upload_bytes:
         raise DocumentError(f"The pasted text is over {settings.max_upload_bytes:,} bytes; upload a file instead.")
-    return split_documents(pasted, mode), f"({mode.value.lower()})"
+    return documents_from_text(pasted, mode), f"({mode.value.lower()})"
 
 
 def count_line(documents: Sequence[str], source: str, settings: Settings) -> str:
     count = len(documents)
     noun = "document" if count == 1 else "documents"
-    line = f"**{count:,}** {noun} {escape_line(source)}"
+    line = f"**{count:,}** {noun} {inline_markdown(source)}"
     if count > settings.max_docs:
         line += f" · over the limit of {settings.max_docs:,}"
     return line
 
 
-def outcome_status(outcome: RankingOutcome, shown: int, seconds: float, model_id: str, qwen3: bool) -> str:
+def outcome_status(outcome: RankingOutcome, shown: int, seconds: float, model_id: str, takes_instruction: bool) -> str:
     total = len(outcome.ranked)
     lines = [
         f"Ranked **{total:,}** document{'s' if total != 1 else ''} in **{seconds:.2f} s** · "
-        f"**{outcome.prompt_tokens:,}** tokens · model `{escape_line(model_id)}`"
+        f"**{outcome.prompt_tokens:,}** tokens · model `{inline_markdown(model_id)}`"
         + (f" · showing the top {shown:,}" if shown < total else "")
     ]
-    if outcome.split_documents:
-        what = "with this query and instruction" if qwen3 else "per text"
+    if outcome.long_documents:
+        what = "with this query and instruction" if takes_instruction else "per text"
         lines.append(
-            f"**{outcome.split_documents:,}** document{'s were' if outcome.split_documents != 1 else ' was'} "
+            f"**{outcome.long_documents:,}** document{'s were' if outcome.long_documents != 1 else ' was'} "
             f"longer than the model's window ({outcome.budget:,} tokens {what}) and split into overlapping "
             "passages; each takes its best passage's score, and the Passage column says which."
         )
@@ -164,7 +157,7 @@ def outcome_status(outcome: RankingOutcome, shown: int, seconds: float, model_id
 
 
 def error_status(message: str) -> str:
-    return f"⚠️ {escape_line(message)}"
+    return f"⚠️ {inline_markdown(message)}"
 
 
 def write_csv(directory: Path, text: str) -> Path:
@@ -239,10 +232,14 @@ class PageHandlers:
                 value="⏳ The rerank server is busy or slow to answer; ranking may wait.", elem_classes=["banner-down"]
             )
         except RerankError as error:
-            return gr.update(value=f"⚠️ **Server not ready.** {escape_line(str(error))}", elem_classes=["banner-down"])
-        profile = f" · profile **{escape_line(self.settings.profile_label)}**" if self.settings.profile_label else ""
+            return gr.update(
+                value=f"⚠️ **Server not ready.** {inline_markdown(str(error))}", elem_classes=["banner-down"]
+            )
+        profile = (
+            f" · profile **{inline_markdown(self.settings.profile_label)}**" if self.settings.profile_label else ""
+        )
         text = (
-            f"✅ Server ready · model `{escape_line(info.model_id)}`{profile} · "
+            f"✅ Server ready · model `{inline_markdown(info.model_id)}`{profile} · "
             f"window **{info.max_model_len:,}** tokens · up to **{self.settings.max_docs:,}** documents per request"
         )
         return gr.update(value=text, elem_classes=[])
@@ -270,14 +267,16 @@ class PageHandlers:
             check_limits(documents, self.settings.max_docs, self.settings.max_doc_bytes)
             client = self.resources.client
             model = await client.model_info(max_age=BANNER_REFRESH_S)
-            qwen3 = is_qwen3(model.model_id, self.settings.profile_label)
+            contract = model.contract
             outcome = await rank_documents(
                 client,
                 model,
                 query,
                 documents,
-                instruction=(instruction.strip() or DEFAULT_INSTRUCTION) if qwen3 else None,
-                batch_size=self.settings.max_docs,
+                instruction=(instruction.strip() or contract.default_instruction)
+                if contract.takes_instruction
+                else None,
+                batch_size=min(self.settings.max_docs, contract.limits.max_docs),
             )
         except (DocumentError, BudgetError, RerankError) as error:
             gr.Warning(str(error))
@@ -285,62 +284,12 @@ class PageHandlers:
         shown = clamp_top_n(top_n, len(outcome.ranked))
         table = pd.DataFrame(table_rows(outcome.ranked, query, shown), columns=TABLE_HEADERS)
         path = write_csv(self.resources.export_dir(), csv_text(outcome.ranked, shown))
-        status = outcome_status(outcome, shown, time.perf_counter() - started, model.model_id, qwen3)
-        if outcome.split_documents:
-            gr.Info(f"{outcome.split_documents:,} long document(s) were split into passages; see the Passage column.")
+        status = outcome_status(
+            outcome, shown, time.perf_counter() - started, model.model_id, model.contract.takes_instruction
+        )
+        if outcome.long_documents:
+            gr.Info(f"{outcome.long_documents:,} long document(s) were split into passages; see the Passage column.")
         return table, status, gr.update(value=str(path), visible=True)
-
-
-# --- login throttling ---------------------------------------------------------------------
-
-
-class LoginThrottle:
-    """Checks logins and slows guessing, which Gradio's own `auth` does not.
-
-    Every failure costs the caller `delay_s`; after `max_failures` failures for one user name
-    within `window_s`, that name is refused (right password or not) until the window passes.
-    Gradio hands `auth` no client address, so throttling is per name; a shared lock for all
-    names would let one guesser lock every analyst out.
-    """
-
-    def __init__(
-        self,
-        pairs: Sequence[tuple[str, str]],
-        *,
-        max_failures: int = 5,
-        window_s: float = 300.0,
-        delay_s: float = 1.0,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self._passwords = dict(pairs)
-        self._max_failures = max_failures
-        self._window_s = window_s
-        self._delay_s = delay_s
-        self._clock = clock
-        self._failures: dict[str, list[float]] = {}
-
-    def _recent(self, username: str, now: float) -> list[float]:
-        kept = [moment for moment in self._failures.pop(username, []) if now - moment < self._window_s]
-        if kept:
-            self._failures[username] = kept
-        return kept
-
-    def locked(self, username: str) -> bool:
-        return len(self._recent(username, self._clock())) >= self._max_failures
-
-    async def check(self, username: str, password: str) -> bool:
-        """Gradio's `auth` callable; async so that the delay never blocks the server."""
-        expected = self._passwords.get(username)
-        ok = expected is not None and hmac.compare_digest(expected.encode(), password.encode())
-        if ok and not self.locked(username):
-            return True
-        now = self._clock()
-        if len(self._failures) > 10_000:  # names made up by a guesser must not grow memory forever
-            for name in list(self._failures):
-                self._recent(name, now)
-        self._failures[username] = [*self._recent(username, now), now]
-        await asyncio.sleep(self._delay_s)
-        return False
 
 
 # --- the Blocks -------------------------------------------------------------------------
@@ -394,7 +343,32 @@ class RerankDemo(gr.Blocks):
     launch_options: dict[str, Any]
 
     def launch(self, *args: Any, **kwargs: Any) -> Any:
-        return super().launch(*args, **{**self.launch_options, **kwargs})
+        return super().launch(*args, **merge_launch_options(self.launch_options, kwargs))
+
+
+def merge_launch_options(defaults: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
+    """The caller's `launch()` arguments over the page's defaults, except that the ASGI app's
+    own arguments are merged, not replaced: the page's upload limit stays in front of any
+    middleware the caller adds, and the page's lifespan (GPU sampler, HTTP pools, exports)
+    runs around the caller's."""
+    merged = {**defaults, **given}
+    ours, theirs = defaults.get("app_kwargs") or {}, given.get("app_kwargs") or {}
+    if theirs:
+        app_kwargs = {**ours, **theirs}
+        app_kwargs["middleware"] = [*ours.get("middleware", []), *theirs.get("middleware", [])]
+        if "lifespan" in ours and "lifespan" in theirs:
+            app_kwargs["lifespan"] = _nested_lifespans(ours["lifespan"], theirs["lifespan"])
+        merged["app_kwargs"] = app_kwargs
+    return merged
+
+
+def _nested_lifespans(outer: Callable[[Any], Any], inner: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    @contextlib.asynccontextmanager
+    async def both(app: Any) -> AsyncIterator[None]:
+        async with outer(app), inner(app):
+            yield
+
+    return both
 
 
 def create_demo(settings: Settings) -> RerankDemo:

@@ -6,6 +6,8 @@ Errors, each a one-line message for the analyst:
     ├── ServerUnavailable   nothing answers at the URL (not started, starting, or down)
     ├── ServerTimeout       the server did not answer within the timeout
     ├── RequestRejected     4xx: the server's own message (too long, bad key, unknown model)
+    │   ├── RouteNotFound   404: a route this server does not have
+    │   └── PromptTooLong   a text longer than the model's window
     └── ServerFailed        5xx or an answer the page cannot read
 
 The pool holds at most `max_connections` connections, set to the page's concurrency limit, so
@@ -22,6 +24,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
+
+from server.contract import CONTRACT_PATH, ServedContract
 
 
 class RerankError(Exception):
@@ -44,6 +48,10 @@ class ServerFailed(RerankError):
     pass
 
 
+class RouteNotFound(RequestRejected):
+    """404: the server has no such route (a vLLM that publishes no rerank contract)."""
+
+
 class PromptTooLong(RequestRejected):
     """A text did not fit the model's window (vLLM's "maximum context length" 400)."""
 
@@ -52,6 +60,8 @@ class PromptTooLong(RequestRejected):
 class ModelInfo:
     model_id: str
     max_model_len: int
+    contract: ServedContract
+    """What the server publishes about its scorer and limits (server/contract.py)."""
 
 
 @dataclass(frozen=True)
@@ -147,6 +157,8 @@ class RerankClient:
             raise RequestRejected("The server refused the API key (401); check --api-key / RERANK_API_KEY.")
         if response.status_code == 400 and "maximum context length" in response.text:
             raise PromptTooLong(f"The server refused a text as too long: {server_message(response)}")
+        if response.status_code == 404:
+            raise RouteNotFound(f"The server has no route {path} (404): {server_message(response)}")
         if 400 <= response.status_code < 500:
             raise RequestRejected(
                 f"The server refused the request ({response.status_code}): {server_message(response)}"
@@ -170,11 +182,24 @@ class RerankClient:
         body = await self._request("GET", "/v1/models", timeout=timeout)
         try:
             first = body["data"][0]
-            info = ModelInfo(model_id=str(first["id"]), max_model_len=int(first["max_model_len"]))
+            model_id, max_model_len = str(first["id"]), int(first["max_model_len"])
         except (KeyError, IndexError, TypeError, ValueError):
             raise ServerFailed("The server's /v1/models answer lists no model with a max_model_len.") from None
+        info = ModelInfo(model_id, max_model_len, await self.served_contract(timeout))
         self._model = (time.monotonic(), info)
         return info
+
+    async def served_contract(self, timeout: float | None = None) -> ServedContract:
+        """The server's published contract; a server that publishes none (a vLLM not started
+        by this project) is taken as a plain scorer with the default limits."""
+        try:
+            body = await self._request("GET", CONTRACT_PATH, timeout=timeout)
+        except RouteNotFound:
+            return ServedContract()
+        try:
+            return ServedContract.from_json(body)
+        except ValueError as error:
+            raise ServerFailed(f"The server's {CONTRACT_PATH} answer is {error}.") from None
 
     async def count_tokens(self, model: str, text: str) -> int:
         body = await self._request("POST", "/tokenize", {"model": model, "prompt": text})
@@ -206,15 +231,3 @@ class RerankClient:
             await self._client.aclose()
             self._client = None
             self._loop = None
-
-    def close_from_another_thread(self, timeout: float = 5.0) -> None:
-        """Close the pool on the loop that owns it, from the thread shutting the page down."""
-        loop = self._loop
-        if self._client is None or loop is None or loop.is_closed() or not loop.is_running():
-            self._client = None
-            return
-        future = asyncio.run_coroutine_threadsafe(self.aclose(), loop)
-        try:
-            future.result(timeout)
-        except (TimeoutError, RuntimeError):
-            future.cancel()

@@ -39,7 +39,7 @@ _BLANK_LINES = re.compile(r"\n[ \t]*\n")
 _DASH_LINE = re.compile(r"^[ \t]*-{3,}[ \t]*$", re.MULTILINE)
 
 
-def split_documents(text: str, mode: SplitMode) -> list[str]:
+def documents_from_text(text: str, mode: SplitMode) -> list[str]:
     """Cut text into documents, trimmed, dropping empty ones."""
     text = text.replace("\r\n", "\n").replace("\r", "\n")
     if mode is SplitMode.LINES:
@@ -52,7 +52,7 @@ def split_documents(text: str, mode: SplitMode) -> list[str]:
 
 
 def join_documents(documents: list[str], mode: SplitMode) -> str:
-    """The inverse of split_documents for documents that contain no separator of `mode`."""
+    """The inverse of documents_from_text for documents that contain no separator of `mode`."""
     separator = {SplitMode.LINES: "\n", SplitMode.BLANK_LINES: "\n\n", SplitMode.DASHES: "\n---\n"}[mode]
     return separator.join(documents)
 
@@ -201,7 +201,7 @@ def documents_from_upload(path: Path, choice: str | None, mode: SplitMode, max_b
     kind = upload_kind(path)
     text = read_upload_text(path, max_bytes)
     if kind == ".txt":
-        return split_documents(text, mode)
+        return documents_from_text(text, mode)
     if kind == ".csv":
         column = _pick(choice, csv_columns(text), path.name, "column")
         try:

@@ -24,6 +24,7 @@ import pandas as pd
 
 from webui.engine import EnginePoller, EngineState
 from webui.gpu import GpuDevice, GpuSampler, GpuSnapshot
+from webui.markup import inline_markdown
 
 GIB = 1024**3
 TIME_COLUMN = "seconds ago"
@@ -67,13 +68,8 @@ def format_memory(used_bytes: int, total_bytes: int) -> str:
     return f"{used_bytes / GIB:.1f} / {total_bytes / GIB:.1f} GiB ({percent}%)"
 
 
-def escape_markdown(text: str) -> str:
-    """Show process and GPU names literally, whatever characters they hold."""
-    return "".join("\\" + char if char in "\\`*_{}[]<>#|~" else char for char in text)
-
-
 def format_device(device: GpuDevice) -> str:
-    heading = f"**GPU {device.index} · {escape_markdown(device.name)}**"
+    heading = f"**GPU {device.index} · {inline_markdown(device.name)}**"
     utilization = (
         "utilisation n/a" if device.utilization_percent is None else f"utilisation {device.utilization_percent}%"
     )
@@ -83,15 +79,15 @@ def format_device(device: GpuDevice) -> str:
     if vllm:
         sizes = [p.used_bytes for p in vllm if p.used_bytes is not None]
         amount = format_gib(sum(sizes)) if sizes else "memory not reported by NVML"
-        who = ", ".join(f"pid {p.pid} {escape_markdown(p.name)}" for p in vllm)
+        who = ", ".join(f"pid {p.pid} {inline_markdown(p.name)}" for p in vllm)
         lines.append(f"vLLM: {amount} ({who})")
     elif device.processes_error:
-        lines.append(f"GPU processes unknown (NVML: {escape_markdown(device.processes_error)})")
+        lines.append(f"GPU processes unknown (NVML: {inline_markdown(device.processes_error)})")
     else:
         lines.append("vLLM: no vLLM process on this GPU")
     if others:
         other_bytes = sum(p.used_bytes or 0 for p in others)
-        names = ", ".join(f"pid {p.pid} {escape_markdown(p.name)}" for p in others[:3])
+        names = ", ".join(f"pid {p.pid} {inline_markdown(p.name)}" for p in others[:3])
         more = f" and {len(others) - 3} more" if len(others) > 3 else ""
         lines.append(f"Other processes: {format_gib(other_bytes)} ({names}{more})")
     return "  \n".join(lines)
@@ -99,7 +95,7 @@ def format_device(device: GpuDevice) -> str:
 
 def format_gpu_markdown(snapshot: GpuSnapshot, now: float, interval_s: float = 1.0) -> str:
     if not snapshot.available:
-        text = f"**GPU memory:** {escape_markdown(snapshot.reason)}"
+        text = f"**GPU memory:** {inline_markdown(snapshot.reason)}"
     else:
         text = "\n\n".join(format_device(device) for device in snapshot.devices)
         vllm_bytes = snapshot.vllm_used_bytes
@@ -113,7 +109,7 @@ def format_gpu_markdown(snapshot: GpuSnapshot, now: float, interval_s: float = 1
 
 def format_engine_markdown(state: EngineState) -> str:
     if not state.reachable:
-        return f"**Engine unreachable.** {escape_markdown(state.error)}"
+        return f"**Engine unreachable.** {inline_markdown(state.error)}"
 
     def count(value: int | None) -> str:
         return "n/a" if value is None else str(value)
@@ -127,7 +123,7 @@ def format_engine_markdown(state: EngineState) -> str:
         f"KV cache: {kv}",
     ]
     if state.error:
-        lines.append(f"_{escape_markdown(state.error)}_")
+        lines.append(f"_{inline_markdown(state.error)}_")
     return "  \n".join(lines)
 
 

@@ -1,9 +1,12 @@
 """Documents longer than the model's window: overlapping passages, each scored, best one wins.
 
-The budget is the number of tokens a document may have:
-  - Qwen3 rerankers see query, instruction and document in one prompt, so the budget is
-    max_model_len - tokens(query) - tokens(instruction) - TEMPLATE_MARGIN;
-  - embedding models (MiniLM) embed each text alone, so the budget is max_model_len.
+The budget is the number of tokens a document may have, from the contract the server
+publishes (server/contract.py):
+  - a Qwen3 yes/no scorer sees query, instruction and document in one prompt, so the budget is
+    max_model_len - tokens(query) - tokens(instruction) - template_tokens, and at most the
+    server's max_doc_tokens; texts are counted as the template will read them (control-token
+    strings neutralised);
+  - a plain scorer (MiniLM embeds each text alone) gives each text max_model_len.
 
 Whether a text fits is proved without a server call when possible: a token covers at least one
 UTF-8 byte, so a text of n bytes has at most n + specials tokens (`specials` being what the
@@ -16,11 +19,8 @@ import re
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
+from server.contract import neutralise_control_tokens
 from webui.client import ModelInfo, PromptTooLong, RerankAnswer, RerankClient
-
-TEMPLATE_MARGIN = 96
-"""Tokens of the Qwen3 score template around query, instruction and document (system prompt,
-role markers, the empty think block: about 70), plus room for tokens merging across joins."""
 
 MIN_BUDGET = 16
 """Passages are not made shorter than this many tokens."""
@@ -56,11 +56,6 @@ class ScoredDocument:
     """The passage that gave that score (the whole document when it was not split)."""
     text: str
     """The whole document."""
-
-
-def is_qwen3(model_id: str, profile_label: str = "") -> bool:
-    """Qwen3 rerankers take an instruction and a prompt template; embedding models do neither."""
-    return "qwen3" in model_id.lower() or "qwen3" in profile_label.lower()
 
 
 def _units(text: str, max_unit_bytes: int) -> list[tuple[int, int]]:
@@ -135,7 +130,7 @@ async def split_document(text: str, budget: int, specials: int, count_tokens: To
         width = max(provable_bytes, min(width - 1, int(width * budget / worst * 0.95)))
 
 
-async def split_documents(
+async def document_passages(
     documents: Sequence[str], budget: int, specials: int, count_tokens: TokenCounter
 ) -> list[Passage]:
     """Every document's passages, in document order. Calls run one at a time: a job holds at
@@ -170,7 +165,7 @@ def best_passages(
 class RankingOutcome:
     ranked: list[ScoredDocument]
     prompt_tokens: int
-    split_documents: int
+    long_documents: int
     """How many documents were longer than the window and were split into passages."""
     budget: int
 
@@ -191,16 +186,24 @@ async def rank_documents(
     CPU host). Only a batch that the server refuses as too long is measured and split.
     """
     counted: dict[str, int] = {}
+    contract = model.contract
+    as_read = neutralise_control_tokens if contract.takes_instruction else str
 
     async def count(text: str) -> int:
         if text not in counted:
-            counted[text] = await client.count_tokens(model.model_id, text)
+            counted[text] = await client.count_tokens(model.model_id, as_read(text))
         return counted[text]
 
     async def document_budget() -> int:
         if instruction is not None:
             prompt_tokens = await count(query) + (await count(instruction) if instruction else 0)
-            return model.max_model_len - prompt_tokens - TEMPLATE_MARGIN
+            if prompt_tokens > contract.limits.max_query_tokens:
+                raise BudgetError(
+                    f"The query and instruction are {prompt_tokens:,} tokens; the server takes at most "
+                    f"{contract.limits.max_query_tokens:,}. Shorten them."
+                )
+            window = model.max_model_len - prompt_tokens - contract.template_tokens
+            return min(window, contract.limits.max_doc_tokens)
         query_tokens = await count(query)
         if query_tokens > model.max_model_len:
             raise BudgetError(
@@ -223,7 +226,7 @@ async def rank_documents(
             budget = budget if budget is not None else await document_budget()
             specials = await count("")
             while True:
-                pieces = await split_documents(batch, budget, specials, count)
+                pieces = await document_passages(batch, budget, specials, count)
                 split = [Passage(start + p.document, p.number, p.count, p.text) for p in pieces]
                 try:
                     answers = [
@@ -248,5 +251,5 @@ async def rank_documents(
     ranked = best_passages(passages, scores, documents)
     split_count = sum(1 for item in ranked if item.passage.count > 1)
     return RankingOutcome(
-        ranked=ranked, prompt_tokens=tokens, split_documents=split_count, budget=budget or model.max_model_len
+        ranked=ranked, prompt_tokens=tokens, long_documents=split_count, budget=budget or model.max_model_len
     )

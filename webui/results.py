@@ -1,7 +1,7 @@
 """The ranking as the analyst sees it: table rows with escaped, highlighted text, and a CSV.
 
 Document text is HTML-escaped before anything else touches it, so markup in a document is shown,
-never run. The CSV neutralises cells a spreadsheet would read as a formula.
+never run. The CSV defuses cells a spreadsheet would read as a formula.
 """
 
 from __future__ import annotations
@@ -129,13 +129,13 @@ def table_rows(ranked: Sequence[ScoredDocument], query: str, top_n: int) -> list
     return rows
 
 
-def neutralise(cell: str) -> str:
+def defuse_formula(cell: str) -> str:
     """Prefix a quote to cells a spreadsheet would evaluate; the text itself is kept."""
     return "'" + cell if cell.startswith(_FORMULA_STARTS) else cell
 
 
 def csv_text(ranked: Sequence[ScoredDocument], top_n: int) -> str:
-    """The table's rows as CSV, with whole documents and formula-like cells neutralised."""
+    """The table's rows as CSV, with whole documents and formula-like cells defused."""
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(CSV_HEADERS)
@@ -147,8 +147,8 @@ def csv_text(ranked: Sequence[ScoredDocument], top_n: int) -> str:
                 item.score,
                 item.position + 1,
                 passage_label(item),
-                neutralise(passage_text),
-                neutralise(item.text),
+                defuse_formula(passage_text),
+                defuse_formula(item.text),
             ]
         )
     return buffer.getvalue()

@@ -7,11 +7,11 @@ Every flag names its env var in ``--help``; the README lists them all.
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
-DEFAULT_INSTRUCTION = "Given a web search query, retrieve relevant passages that answer the query"
+from server.contract import DEFAULT_INSTRUCTION, Limits
+from server.options import EnvArgumentParser, OptionError
 
 
 class SettingsError(ValueError):
@@ -44,7 +44,7 @@ class Settings:
     queue_size: int = 32
     """Jobs that may wait beyond those running; more get a clear 'busy, try again'."""
 
-    max_docs: int = 1000
+    max_docs: int = Limits().max_docs
     """Documents per job; bounds one analyst's share of the server and the page's memory."""
 
     max_doc_bytes: int = 100_000
@@ -60,7 +60,8 @@ class Settings:
     """Sent as a Bearer token when the server was started with --api-key."""
 
     profile_label: str = ""
-    """The server's profile name, shown on the page and used to recognise Qwen3 models."""
+    """The server's profile name, shown on the page (what the server scores with, the page
+    learns from the server's published contract)."""
 
     instruction: str = field(default=DEFAULT_INSTRUCTION)
     """The model card's default task instruction, prefilled and editable on the page."""
@@ -96,91 +97,83 @@ def parse_auth_pair(text: str) -> tuple[str, str]:
     return user.strip(), password
 
 
-def _env_bool(value: str, name: str) -> bool:
-    lowered = value.strip().lower()
-    if lowered in ("1", "true", "yes", "on"):
-        return True
-    if lowered in ("0", "false", "no", "off", ""):
-        return False
-    raise SettingsError(f"{name} must be true or false, got {value!r}")
-
-
-def _env_number(value: str, name: str, kind: type[int | float]) -> int | float:
-    try:
-        return kind(value)
-    except ValueError:
-        raise SettingsError(f"{name} must be a number, got {value!r}") from None
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+def build_parser() -> EnvArgumentParser:
+    parser = EnvArgumentParser(
         prog="python -m webui",
         description="The analyst's reranking page. Flags win over env vars, which win over defaults.",
     )
-    add = parser.add_argument
-    add("--server-url", help="rerank server base URL [env RERANK_SERVER_URL; default http://127.0.0.1:8000]")
-    add("--host", help="interface to bind [env RERANK_UI_HOST; default 127.0.0.1]")
-    add("--port", type=int, help="port to bind [env RERANK_UI_PORT; default 7860]")
+    defaults = Settings()
+    add = parser.add_env_argument
+    add("--server-url", env="RERANK_SERVER_URL", default=defaults.server_url, help="rerank server base URL")
+    add("--host", env="RERANK_UI_HOST", default=defaults.host, help="interface to bind")
+    add("--port", env="RERANK_UI_PORT", type=int, default=defaults.port, help="port to bind")
     add(
         "--share",
+        env="RERANK_SHARE",
         action="store_true",
-        default=None,
-        help="create a public gradio.live link (needs --auth) [env RERANK_SHARE]",
+        default=defaults.share,
+        help="create a public gradio.live link (needs --auth)",
     )
     add(
         "--auth",
+        env="RERANK_AUTH",
         action="append",
         metavar="USER:PASSWORD",
-        help="login pair, repeatable [env RERANK_AUTH, comma-separated]",
+        separator=",",
+        help="login pair, repeatable (the variable: comma-separated)",
     )
-    add("--share-without-auth", action="store_true", help="allow --share without any login (not recommended)")
-    add("--concurrency", type=int, help="rerank jobs running at once [env RERANK_CONCURRENCY; default 4]")
-    add("--queue-size", type=int, help="jobs allowed to wait [env RERANK_QUEUE_SIZE; default 32]")
-    add("--max-docs", type=int, help="documents per job [env RERANK_MAX_DOCS; default 1000]")
-    add("--max-doc-bytes", type=int, help="bytes per document [default 100000]")
-    add("--max-upload-bytes", type=int, help="bytes per upload or paste [default 20 MiB]")
-    add("--timeout", type=float, help="seconds per server call [env RERANK_TIMEOUT; default 120]")
-    add("--api-key", help="server API key, sent as a Bearer token [env RERANK_API_KEY]")
-    add("--profile-label", help="server profile shown on the page [env RERANK_PROFILE]")
-    add("--check-server", action="store_true", help="check that the server reranks, print one line, exit")
+    add(
+        "--share-without-auth",
+        env="RERANK_SHARE_WITHOUT_AUTH",
+        action="store_true",
+        default=defaults.share_without_auth,
+        help="allow --share without any login (not recommended)",
+    )
+    add(
+        "--concurrency",
+        env="RERANK_CONCURRENCY",
+        type=int,
+        default=defaults.concurrency,
+        help="rerank jobs running at once",
+    )
+    add("--queue-size", env="RERANK_QUEUE_SIZE", type=int, default=defaults.queue_size, help="jobs allowed to wait")
+    add("--max-docs", env="RERANK_MAX_DOCS", type=int, default=defaults.max_docs, help="documents per job")
+    add(
+        "--max-doc-bytes",
+        env="RERANK_MAX_DOC_BYTES",
+        type=int,
+        default=defaults.max_doc_bytes,
+        help="bytes per document",
+    )
+    add(
+        "--max-upload-bytes",
+        env="RERANK_MAX_UPLOAD_BYTES",
+        type=int,
+        default=defaults.max_upload_bytes,
+        shown_default="20 MiB",
+        help="bytes per upload or paste",
+    )
+    add("--timeout", env="RERANK_TIMEOUT", type=float, default=defaults.timeout, help="seconds per server call")
+    add("--api-key", env="RERANK_API_KEY", help="server API key, sent as a Bearer token")
+    add("--profile-label", env="RERANK_PROFILE", default="", help="server profile shown on the page")
+    parser.add_argument(
+        "--check-server", action="store_true", help="check that the server reranks, print one line, exit"
+    )
     return parser
 
 
+def parse_command_line(argv: Sequence[str] | None, env: Mapping[str, str]) -> tuple[Settings, bool]:
+    """(settings, whether --check-server was given); flag > env > default. `env` is passed in
+    (not read here) so tests never touch os.environ."""
+    try:
+        args = build_parser().parse_with_env(argv, env)
+    except OptionError as error:
+        raise SettingsError(str(error)) from None
+    values = {f.name: getattr(args, f.name) for f in fields(Settings) if hasattr(args, f.name)}
+    values["auth"] = tuple(parse_auth_pair(pair) for pair in args.auth or ())
+    values["server_url"] = str(args.server_url).rstrip("/")
+    return Settings(**values), bool(args.check_server)
+
+
 def settings_from_args(argv: Sequence[str] | None, env: Mapping[str, str]) -> Settings:
-    """Flag > env > default. `env` is passed in (not read here) so tests never touch os.environ."""
-    args = build_parser().parse_args(argv)
-    values: dict[str, object] = {}
-
-    def pick(attr: str, flag_value: object, env_name: str | None, kind: type[int | float] | None = None) -> None:
-        if flag_value is not None:
-            values[attr] = flag_value
-        elif env_name is not None and env.get(env_name, "").strip():
-            raw = env[env_name].strip()
-            values[attr] = _env_number(raw, env_name, kind) if kind else raw
-
-    pick("server_url", args.server_url, "RERANK_SERVER_URL")
-    pick("host", args.host, "RERANK_UI_HOST")
-    pick("port", args.port, "RERANK_UI_PORT", int)
-    pick("concurrency", args.concurrency, "RERANK_CONCURRENCY", int)
-    pick("queue_size", args.queue_size, "RERANK_QUEUE_SIZE", int)
-    pick("max_docs", args.max_docs, "RERANK_MAX_DOCS", int)
-    pick("max_doc_bytes", args.max_doc_bytes, None)
-    pick("max_upload_bytes", args.max_upload_bytes, None)
-    pick("timeout", args.timeout, "RERANK_TIMEOUT", float)
-    pick("api_key", args.api_key, "RERANK_API_KEY")
-    pick("profile_label", args.profile_label, "RERANK_PROFILE")
-
-    if args.share is not None:
-        values["share"] = True
-    elif "RERANK_SHARE" in env:
-        values["share"] = _env_bool(env["RERANK_SHARE"], "RERANK_SHARE")
-
-    if args.auth:
-        values["auth"] = tuple(parse_auth_pair(pair) for pair in args.auth)
-    elif env.get("RERANK_AUTH", "").strip():
-        values["auth"] = tuple(parse_auth_pair(pair) for pair in env["RERANK_AUTH"].split(",") if pair.strip())
-
-    values["share_without_auth"] = bool(args.share_without_auth)
-    if isinstance(values.get("server_url"), str):
-        values["server_url"] = str(values["server_url"]).rstrip("/")
-    return Settings(**values)  # type: ignore[arg-type]
+    return parse_command_line(argv, env)[0]
