@@ -22,10 +22,16 @@ TINY_QWEN3_ARGS = ("--extra-args=--enforce-eager --dtype float32",)
 
 
 @pytest.fixture(autouse=True, scope="session")
-def _offline_env() -> None:
-    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+def _offline_env() -> Iterator[None]:
+    """No analytics, no hub: for the session, and the environment as it was afterwards."""
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in (
+            ("GRADIO_ANALYTICS_ENABLED", "False"),
+            ("HF_HUB_OFFLINE", "1"),
+            ("TRANSFORMERS_OFFLINE", "1"),
+        ):
+            patch.setenv(name, os.environ.get(name, value))
+        yield
 
 
 @pytest.fixture(scope="session")

@@ -16,7 +16,6 @@ import re
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,8 +26,9 @@ import pytest
 from gradio_client import Client
 from gradio_client.utils import QueueError
 
+from tests.support.page import launched, queued, wait_until
 from tests.support.server_process import REPO_ROOT, RunningServer, free_port, start_server
-from webui.app import RerankDemo, create_demo
+from webui.app import create_demo
 from webui.settings import Settings, settings_from_args
 
 pytestmark = pytest.mark.timeout(600)
@@ -47,16 +47,6 @@ def run_module(module: str, *args: str, env: dict[str, str]) -> subprocess.Compl
     return subprocess.run(
         [sys.executable, "-m", module, *args], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120
     )
-
-
-@contextlib.contextmanager
-def launched(settings: Settings) -> Iterator[tuple[RerankDemo, str]]:
-    demo = create_demo(settings)
-    _, url, _ = demo.launch(prevent_thread_lock=True, server_port=free_port(), quiet=True)
-    try:
-        yield demo, url
-    finally:
-        demo.close()
 
 
 def listening_addresses(port: int) -> set[str]:
@@ -144,16 +134,14 @@ def test_the_http_api_cannot_go_around_a_full_queue() -> None:
     settings = Settings(server_url=stall.url, concurrency=1, queue_size=1, timeout=20.0)
     data = [QUERY, "", "\n".join(DOCUMENTS), "One per line", None, None, 5]
     try:
-        with launched(settings) as (_, url):
+        with launched(settings) as page:
+            url = page.url
             client = Client(url, verbose=False)
             try:
                 running = client.submit(*data, api_name="/rerank")
-                deadline = time.monotonic() + 30
-                while stall.accepted == 0:
-                    assert time.monotonic() < deadline, "the first job never reached the server"
-                    time.sleep(0.05)
+                wait_until(lambda: stall.accepted > 0, "the first job to reach the server", timeout=90)
                 waiting = client.submit(*data, api_name="/rerank")
-                time.sleep(1.0)
+                wait_until(lambda: queued(url) == 1, "the second job to wait in the queue", timeout=90)
                 with pytest.raises(QueueError):
                     client.submit(*data, api_name="/rerank").result(timeout=30)
 
@@ -209,7 +197,8 @@ def test_the_server_listens_on_loopback_unless_told_otherwise_with_a_key(minilm_
 
 
 def test_the_page_listens_on_loopback_by_default() -> None:
-    with launched(Settings(server_url=f"http://127.0.0.1:{free_port()}")) as (_, url):
+    with launched(Settings(server_url=f"http://127.0.0.1:{free_port()}")) as page:
+        url = page.url
         assert listening_addresses(int(httpx.URL(url).port or 0)) == {"127.0.0.1"}
 
 
@@ -280,25 +269,19 @@ def test_the_page_sends_the_key_and_ranks_as_the_server_does(keyed_server: Runni
         timeout=60,
     ).json()
     expected = [[round(item["relevance_score"], 4), item["index"] + 1] for item in answer["results"]]
-    with launched(Settings(server_url=keyed_server.url, api_key=API_KEY, timeout=60.0)) as (_, url):
-        client = Client(url, verbose=False)
-        try:
-            table, status, _ = client.predict(
-                QUERY, "", "\n".join(DOCUMENTS), "One per line", None, None, 0, api_name="/rerank"
-            )
-        finally:
-            client.close()
+    with launched(Settings(server_url=keyed_server.url, api_key=API_KEY, timeout=60.0)) as page:
+        url = page.url
+        table, status, _ = page.client.predict(
+            QUERY, "", "\n".join(DOCUMENTS), "One per line", None, None, 0, api_name="/rerank"
+        )
         assert status.startswith("Ranked **3** documents"), status
         assert [[row[1], row[4]] for row in table["data"]] == expected
         # The key stays on the page's side: no viewer can read it.
         assert API_KEY not in httpx.get(f"{url}config", timeout=30).text
         assert API_KEY not in httpx.get(url, timeout=30).text
-    with launched(Settings(server_url=keyed_server.url, timeout=60.0)) as (_, url):
-        client = Client(url, verbose=False)
-        try:
-            _, status, _ = client.predict(
-                QUERY, "", "\n".join(DOCUMENTS), "One per line", None, None, 0, api_name="/rerank"
-            )
-        finally:
-            client.close()
+    with launched(Settings(server_url=keyed_server.url, timeout=60.0)) as page:
+        url = page.url
+        _, status, _ = page.client.predict(
+            QUERY, "", "\n".join(DOCUMENTS), "One per line", None, None, 0, api_name="/rerank"
+        )
         assert status.startswith("⚠️ The server refused the API key (401)"), status

@@ -29,6 +29,7 @@ import psutil
 import pytest
 from gradio_client import Client
 from gradio_client.utils import Status
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.page import LaunchedPage
 from tests.support.page import launched as launch_page
@@ -202,6 +203,17 @@ def listener(port: int) -> int | None:
     return None
 
 
+def engine_requests(server_url: str) -> float:
+    """Requests vLLM is running or holding waiting, read from its own /metrics."""
+    text = httpx.get(f"{server_url}/metrics", timeout=10).text
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name in ("vllm:num_requests_running", "vllm:num_requests_waiting")
+    )
+
+
 def vllm_processes(root: int) -> list[psutil.Process]:
     """vLLM API servers below `root` (launch.sh -> python -m server serve -> vLLM)."""
     found = []
@@ -257,9 +269,9 @@ def test_a_killed_server_fails_its_users_clearly_and_launch_sh_brings_it_back(tm
         # Requests in flight, more waiting in the page's queue; then vLLM dies without warning.
         documents = long_documents(1000)
         jobs = [submit(client, "\n".join(documents), top_n=5) for _ in range(5)]
-        # A job's handler reaches /v1/rerank within a second of starting; that call takes several.
+        # Kill only once vLLM itself holds a request: its own gauges say so.
         wait_until(lambda: any(job.status().code == Status.PROCESSING for job in jobs), 120, "a job to start", 0.05)
-        time.sleep(2.0)
+        wait_until(lambda: engine_requests(server_url) > 0, 120, "vLLM to hold a request", 0.1)
         (vllm,) = vllm_processes(proc.pid)
         killed_at = time.monotonic()
         vllm.send_signal(signal.SIGKILL)

@@ -242,7 +242,8 @@ def test_a_missing_split_mode_from_an_api_caller_is_one_line(recorded: tuple[Rec
     _, page = recorded
     event, data = page.call_raw([QUERY, None, "Beijing\nParis", None, None, None, None])
     assert event == "complete", f"the page failed instead of answering in one line: {data}"
-    assert data[1].startswith("⚠️ ") or data[1].startswith("Ranked"), data[1]
+    # Guessing a split would rank something the caller did not mean: say what to send instead.
+    assert data[1] == "⚠️ Choose how to split the pasted text: “One per line”, “Blank lines”, “Lines of ---”."
 
 
 def test_blank_top_n_and_instruction_rank_everything_with_the_defaults(
@@ -364,7 +365,8 @@ def test_an_unpaired_surrogate_in_a_jsonl_upload_is_one_line(
     path.write_text('{"text": "Beijing \\ud800 is the capital"}\n{"text": "Paris"}\n', encoding="utf-8")
     event, data = page.call_raw([QUERY, "", "", LINES, handle_upload(page, path), "text", 0])
     assert event == "complete", f"the page failed instead of answering in one line: {data}"
-    assert "\n" not in data[1], data[1]
+    # Refused, naming the document: replacing the character would rank text nobody wrote.
+    assert data[1] == "⚠️ The document 1 contains characters that are not valid Unicode; remove them.", data[1]
 
 
 @pytest.mark.parametrize("where", ["query", "pasted"])
@@ -377,7 +379,8 @@ def test_an_unpaired_surrogate_in_typed_text_is_one_line(recorded: tuple[Recordi
         pasted = "Beijing \udfff\nParis"
     event, data = page.call_raw([query, "", pasted, LINES, None, None, 0])
     assert event == "complete", f"the page failed instead of answering in one line: {data}"
-    assert "\n" not in data[1], data[1]
+    what = "query" if where == "query" else "pasted text"
+    assert data[1] == f"⚠️ The {what} contains characters that are not valid Unicode; remove them.", data[1]
 
 
 # --- HTML and JavaScript in documents ------------------------------------------------------------

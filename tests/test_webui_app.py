@@ -24,15 +24,18 @@ from gradio_client import handle_file
 from gradio_client.exceptions import AppError
 from gradio_client.utils import QueueError
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.base import BaseHTTPMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from server.contract import DEFAULT_INSTRUCTION
-from tests.support.page import LaunchedPage, forward, serving
+from tests.support.page import LaunchedPage, forward, queued, serving, wait_until
 from tests.support.page import launched as launch_page
 from tests.support.server_process import RunningServer, free_port
-from webui.app import LoginThrottle, PageHandlers, create_demo
+from webui.app import PageHandlers, create_demo
+from webui.login import LoginThrottle
 from webui.passages import split_document
 from webui.settings import Settings
 
@@ -375,6 +378,36 @@ def test_uploads_over_the_limit_are_refused_by_the_server_too(minilm_page: Page,
     assert answer.status_code == 413
 
 
+class TaggingMiddleware(BaseHTTPMiddleware):
+    async def dispatch(self, request: Request, call_next: Any) -> Response:
+        response: Response = await call_next(request)
+        response.headers["x-added-by"] = "caller"
+        return response
+
+
+def test_a_caller_adding_app_kwargs_keeps_the_upload_limit_and_the_lifespan(tmp_path: Path) -> None:
+    """Gradio's own `app_kwargs` merges into the page's: it used to replace them whole."""
+    settings = page_settings(f"http://127.0.0.1:{free_port()}", max_upload_bytes=100_000)
+    demo = create_demo(settings)
+    extra = Middleware(TaggingMiddleware)
+    _, url, _ = demo.launch(
+        prevent_thread_lock=True, server_port=free_port(), quiet=True, app_kwargs={"middleware": [extra]}
+    )
+    try:
+        # Three files, each under Gradio's per-file limit, 180,000 bytes together: only the
+        # page's own per-request cap (UploadLimit) refuses them.
+        files = [("files", (f"part{i}.txt", b"doc\n" * 15_000, "text/plain")) for i in range(3)]
+        answer = httpx.post(f"{url}gradio_api/upload", files=files, timeout=60)
+        assert answer.status_code == 413
+        # The page's lifespan started the GPU sampler (here: no GPU, which it then reports).
+        sampler = demo.resources.sampler
+        wait_until(lambda: sampler.snapshot().reason != "GPU sampler has not started yet", "the GPU sampler to start")
+        # And the caller's own middleware runs too.
+        assert httpx.get(f"{url}config", timeout=30).headers.get("x-added-by") == "caller"
+    finally:
+        demo.close()
+
+
 def test_other_file_types_are_refused(minilm_page: Page, tmp_path: Path) -> None:
     path = tmp_path / "report.pdf"
     path.write_bytes(b"%PDF-1.7")
@@ -465,15 +498,15 @@ def test_concurrency_limit_holds_at_the_server_and_a_full_queue_says_busy(
         )
         for _ in range(submitted)
     ]
-    # While the queue is full, the monitor panel's tick (sent as the browser sends it, outside
-    # the queue) still answers at once, and the queue stays full for Rerank.
-    time.sleep(0.5)
-    started = time.monotonic()
+    # Once both slots run and the queue is full, the monitor panel's tick (sent as the browser
+    # sends it, outside the queue) still answers, and the queue stays full for Rerank.
+    settings = page.settings
+    wait_until(lambda: counting.in_flight == settings.concurrency, "both slots to call the server")
+    wait_until(lambda: queued(page.url) == settings.queue_size, "the queue to fill")
     tick = httpx.post(
         f"{page.url}gradio_api/run/monitor_refresh", json={"data": [], "session_hash": "panel-viewer"}, timeout=10
     )
     assert tick.status_code == 200 and "Engine" in tick.json()["data"][2]
-    assert time.monotonic() - started < 3
     late = page.client.submit(QUERY, "", "a", "One per line", None, None, 5, api_name="/rerank")
     with pytest.raises(QueueError, match="Please try again"):
         late.result(timeout=60)
@@ -487,7 +520,6 @@ def test_concurrency_limit_holds_at_the_server_and_a_full_queue_says_busy(
     peak, paths = counting.max_in_flight, list(counting.paths)
     counting.reset()
 
-    settings = page.settings
     assert busy and all("Please try again" in message for message in busy)
     assert settings.queue_size <= len(done) <= settings.concurrency + settings.queue_size
     assert len(done) + len(busy) == submitted
@@ -516,9 +548,8 @@ def test_launch_defaults_turn_off_history_monitoring_and_tracebacks(minilm_page:
 
 def test_login_is_required_and_repeated_failures_are_slowed_then_refused() -> None:
     settings = page_settings(f"http://127.0.0.1:{free_port()}", auth=(("ann", "right"),))
-    demo = create_demo(settings)
-    _, url, _ = demo.launch(prevent_thread_lock=True, server_port=free_port(), quiet=True)
-    try:
+    with launch_page(settings) as page:
+        url = page.url
         assert httpx.get(f"{url}config", timeout=30).status_code == 401
         started = time.monotonic()
         for _ in range(5):
@@ -528,8 +559,6 @@ def test_login_is_required_and_repeated_failures_are_slowed_then_refused() -> No
         assert time.monotonic() - started >= 5 * 0.9  # each failure cost about a second
         # Now even the right password is refused for this name until the window passes.
         assert httpx.post(f"{url}login", data={"username": "ann", "password": "right"}, timeout=30).status_code != 200
-    finally:
-        demo.close()
 
 
 def test_login_throttle_forgets_failures_after_the_window() -> None:

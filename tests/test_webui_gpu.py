@@ -35,9 +35,6 @@ from webui.panel import (
     plot_update,
 )
 
-os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
 NO_PROCESS_PID = 4_194_400  # above Linux's largest pid_max: never a live process
 
 
@@ -88,11 +85,14 @@ class FakeNvml:
     fail_reads: set[int] = field(default_factory=set)
     """Sampling passes (1-based, counted by v2 memory reads of GPU 0) that fail."""
     calls: Counter[str] = field(default_factory=Counter)
+    callers: set[str] = field(default_factory=set)
+    """Names of the threads that called NVML: only the sampler's may."""
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def count(self, name: str) -> None:
         with self.lock:
             self.calls[name] += 1
+            self.callers.add(threading.current_thread().name)
 
     def install(self, monkeypatch: pytest.MonkeyPatch) -> None:
         for name in (
@@ -347,32 +347,26 @@ def test_history_is_bounded_and_ordered(monkeypatch: pytest.MonkeyPatch) -> None
 def test_many_viewers_do_not_multiply_nvml_reads(monkeypatch: pytest.MonkeyPatch) -> None:
     fake = FakeNvml(gpus=[FakeGpu(name="A", total=GIB, used_v2=1), FakeGpu("B", GIB, 2)])
     fake.install(monkeypatch)
-    interval_s, duration_s, viewers = 0.05, 0.6, 32
+    viewers, views_each = 32, 200
     views = Counter[int]()
-    stop = threading.Event()
 
     def viewer(number: int) -> None:
-        while not stop.is_set():
+        for _ in range(views_each):
             assert sampler.snapshot() is not None
             views[number] += 1
-            time.sleep(0.0005)  # a busy page, yet leave the sampler thread some CPU
 
-    with GpuSampler(GpuSamplerConfig(interval_s=interval_s)) as sampler:
-        threads = [threading.Thread(target=viewer, args=(n,)) for n in range(viewers)]
-        started = time.monotonic()
+    with GpuSampler(GpuSamplerConfig(interval_s=0.05)) as sampler:
+        wait_for(lambda: sampler.nvml_reads >= 1)
+        threads = [threading.Thread(target=viewer, args=(n,), name=f"viewer-{n}") for n in range(viewers)]
         for thread in threads:
             thread.start()
-        time.sleep(duration_s)
-        stop.set()
         for thread in threads:
             thread.join()
-        elapsed = time.monotonic() - started
-    reads = sampler.nvml_reads
-    assert all(views[n] > 0 for n in range(viewers))
-    assert sum(views.values()) > 20 * reads, "viewers read snapshots, not NVML"
-    assert 1 <= reads <= elapsed / interval_s + 2
-    # The fake's own count agrees: one memory read per GPU per sampling pass.
-    assert fake.calls["memory_v2"] == 2 * reads
+    assert sum(views.values()) == viewers * views_each
+    # Every NVML call came from the sampler thread, one memory read per GPU per pass,
+    # however many snapshots the viewers took meanwhile.
+    assert fake.callers == {"gpu-sampler"}
+    assert fake.calls["memory_v2"] == 2 * sampler.nvml_reads
 
 
 def test_a_failed_read_is_reported_and_sampling_goes_on(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -407,15 +401,11 @@ def test_start_and_stop_are_idempotent(monkeypatch: pytest.MonkeyPatch) -> None:
     wait_for(lambda: sampler.nvml_reads >= 2)
     threads = [t for t in threading.enumerate() if t.name == "gpu-sampler"]
     assert len(threads) == 1
-    started = time.monotonic()
     sampler.stop()
     sampler.stop()
-    assert time.monotonic() - started < 1.0
-    assert not sampler.running
+    # The sampler thread has ended (stop joins it), so no read can follow.
+    assert not sampler.running and not threads[0].is_alive()
     assert fake.calls["nvmlInit"] == 1 and fake.calls["nvmlShutdown"] == 1
-    reads = sampler.nvml_reads
-    time.sleep(0.1)
-    assert sampler.nvml_reads == reads, "no reads after stop"
 
 
 def test_a_driver_without_gpus_is_reported(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -448,7 +438,8 @@ def test_device_text_escapes_names_and_reports_missing_numbers() -> None:
         ),
     )
     text = format_device(device)
-    assert "GPU 1 · GPU \\*with\\* \\<b\\>odd\\</b\\> name" in text
+    # Markdown's own characters backslash-escaped, HTML's as entities: shown, never rendered.
+    assert "GPU 1 · GPU \\*with\\* &lt;b&gt;odd&lt;/b&gt; name" in text
     assert "1.0 / 4.0 GiB (25%)" in text
     assert "vLLM: memory not reported by NVML (pid 7 VLLM::EngineCore)" in text
     assert "Other processes: 4.0 GiB (pid 0 x\\_y, pid 1 x\\_y, pid 2 x\\_y and 1 more)" in text
@@ -537,8 +528,6 @@ def test_refresh_skips_a_full_queue_and_never_runs_nvml(monkeypatch: pytest.Monk
         with pytest.raises(Exception, match=r"[Qq]ueue is full"):
             client.predict("c", api_name="/rerank")
 
-        reads_before = sampler.nvml_reads
-        started = time.monotonic()
         for _ in range(5):  # what the browser's timer posts: a direct call, no queue
             answer = httpx.post(
                 f"{url}gradio_api/run/monitor_refresh",
@@ -546,14 +535,13 @@ def test_refresh_skips_a_full_queue_and_never_runs_nvml(monkeypatch: pytest.Monk
                 timeout=10,
             )
             assert answer.status_code == 200, answer.text
-        elapsed = time.monotonic() - started
         gpu_text, plot, engine_text = answer.json()["data"]
-        assert elapsed < 2.5, f"five refreshes took {elapsed:.2f} s"
         assert "GPU 0 · NVIDIA H100" in gpu_text and "8.0 / 80.0 GiB (10%)" in gpu_text
         assert plot["visible"] is True
         assert engine_text.startswith("**Engine unreachable.** Cannot connect")
-        # Reads advance with the sampler's clock, not with refreshes.
-        assert sampler.nvml_reads - reads_before <= elapsed / 0.05 + 2
+        # The refreshes answered while the only slot is held and the queue is full, and none
+        # of them touched NVML: only the sampler thread did.
+        assert fake.callers == {"gpu-sampler"}
         assert not running.done() and not waiting.done()
         assert queue_flag is False and show_progress == "hidden"
     finally:

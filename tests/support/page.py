@@ -6,8 +6,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
 from typing import TypeVar
 
 import httpx
@@ -22,28 +21,56 @@ from webui.app import RerankDemo, create_demo
 from webui.settings import Settings
 
 
-@dataclass
 class LaunchedPage:
-    demo: RerankDemo
-    url: str
-    client: Client
-    settings: Settings
+    """The page on a free loopback port; `client` (gradio_client) connects on first use, so a
+    page behind a login can be launched too."""
+
+    def __init__(self, demo: RerankDemo, url: str, settings: Settings) -> None:
+        self.demo, self.url, self.settings = demo, url, settings
+        self._client: Client | None = None
+
+    @property
+    def client(self) -> Client:
+        if self._client is None:
+            self._client = Client(self.url, verbose=False)
+        return self._client
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+        self.demo.close()
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} url={self.url!r}>"
 
 
 PageT = TypeVar("PageT", bound=LaunchedPage)
 
 
 @contextlib.contextmanager
-def launched(settings: Settings, page_type: type[PageT]) -> Iterator[PageT]:
+def launched(settings: Settings, page_type: type[PageT] = LaunchedPage) -> Iterator[PageT]:  # type: ignore[assignment]
     """The page for `settings`, closed (client and server) when the block ends."""
     demo = create_demo(settings)
     _, url, _ = demo.launch(prevent_thread_lock=True, server_port=free_port(), quiet=True)
-    client = Client(url, verbose=False)
+    page = page_type(demo, url, settings)
     try:
-        yield page_type(demo, url, client, settings)
+        yield page
     finally:
-        client.close()
-        demo.close()
+        page.close()
+
+
+def queued(page_url: str) -> int:
+    """Events waiting in the page's queue now (Gradio's own count, not counting those running)."""
+    status = httpx.get(f"{page_url}gradio_api/queue/status", timeout=10).json()
+    return int(status["queue_size"])
+
+
+def wait_until(condition: Callable[[], bool], what: str, timeout: float = 120.0, interval: float = 0.05) -> None:
+    """Poll `condition` until it holds; fail naming `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"gave up after {timeout:g} s waiting for {what}"
+        time.sleep(interval)
 
 
 @contextlib.contextmanager
@@ -53,8 +80,7 @@ def serving(app: ASGIApp) -> Iterator[str]:
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    while not server.started:
-        time.sleep(0.05)
+    wait_until(lambda: server.started, "the test server to listen", timeout=30)
     try:
         yield f"http://127.0.0.1:{port}"
     finally:
