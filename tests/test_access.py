@@ -27,6 +27,7 @@ from gradio_client import Client
 from gradio_client.utils import QueueError
 
 from tests.support.page import launched, queued, wait_until
+from tests.support.ranking import assert_same_ranking
 from tests.support.server_process import REPO_ROOT, RunningServer, free_port, start_server
 from webui.app import create_demo
 from webui.settings import Settings, settings_from_args
@@ -268,14 +269,14 @@ def test_the_page_sends_the_key_and_ranks_as_the_server_does(keyed_server: Runni
         headers={"Authorization": f"Bearer {API_KEY}"},
         timeout=60,
     ).json()
-    expected = [[round(item["relevance_score"], 4), item["index"] + 1] for item in answer["results"]]
+    expected = [(item["index"] + 1, item["relevance_score"]) for item in answer["results"]]
     with launched(Settings(server_url=keyed_server.url, api_key=API_KEY, timeout=60.0)) as page:
         url = page.url
         table, status, _ = page.client.predict(
             QUERY, "", "\n".join(DOCUMENTS), "One per line", None, None, 0, api_name="/rerank"
         )
         assert status.startswith("Ranked **3** documents"), status
-        assert [[row[1], row[4]] for row in table["data"]] == expected
+        assert_same_ranking([(row[4], row[1]) for row in table["data"]], expected)
         # The key stays on the page's side: no viewer can read it.
         assert API_KEY not in httpx.get(f"{url}config", timeout=30).text
         assert API_KEY not in httpx.get(url, timeout=30).text

@@ -33,6 +33,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.page import LaunchedPage
 from tests.support.page import launched as launch_page
+from tests.support.ranking import assert_same_ranking
 from tests.support.server_process import REPO_ROOT, RunningServer, free_port
 from webui.settings import Settings
 
@@ -59,17 +60,17 @@ def submit(client: Client, pasted: str, top_n: int = 0) -> Any:
     return client.submit(QUERY, "", pasted, LINES, None, None, top_n, api_name="/rerank")
 
 
-def server_table(server_url: str, documents: list[str]) -> list[list[float]]:
-    """[rounded score, 1-based position] best first: what the page's table must show."""
+def server_table(server_url: str, documents: list[str]) -> list[tuple[int, float]]:
+    """(1-based position, score) best first, from the server's own /v1/rerank."""
     answer = httpx.post(
         f"{server_url}/v1/rerank", json={"model": MODEL, "query": QUERY, "documents": documents}, timeout=120
     )
     answer.raise_for_status()
-    return [[round(item["relevance_score"], 4), item["index"] + 1] for item in answer.json()["results"]]
+    return [(item["index"] + 1, item["relevance_score"]) for item in answer.json()["results"]]
 
 
-def page_table(result: Any) -> list[list[float]]:
-    return [[row[1], row[4]] for row in result[0]["data"]]
+def page_table(result: Any) -> list[tuple[int, float]]:
+    return [(row[4], row[1]) for row in result[0]["data"]]
 
 
 def assert_one_line_error(result: Any, *phrases: str) -> None:
@@ -181,7 +182,7 @@ def test_a_stalled_server_times_out_cleanly_and_frees_the_slot(minilm_server: Ru
 
             relay.relay = True
             following = rerank(page.client, "\n".join(CAPITALS))
-            assert page_table(following) == server_table(minilm_server.url, CAPITALS)
+            assert_same_ranking(page_table(following), server_table(minilm_server.url, CAPITALS))
     finally:
         relay.close()
 
@@ -264,7 +265,7 @@ def test_a_killed_server_fails_its_users_clearly_and_launch_sh_brings_it_back(tm
         wait_until(lambda: said("") and listener(page_port) is not None, 900, "the page", interval=1)
         page_pid = listener(page_port)
         client = Client(page_url, verbose=False)
-        assert page_table(rerank(client, "\n".join(CAPITALS))) == server_table(server_url, CAPITALS)
+        assert_same_ranking(page_table(rerank(client, "\n".join(CAPITALS))), server_table(server_url, CAPITALS))
 
         # Requests in flight, more waiting in the page's queue; then vLLM dies without warning.
         documents = long_documents(1000)
@@ -303,7 +304,8 @@ def test_a_killed_server_fails_its_users_clearly_and_launch_sh_brings_it_back(tm
         assert banner(page_url).startswith("✅ Server ready"), banner(page_url)
         expected = server_table(server_url, CAPITALS)
         results = [job.result(timeout=120) for job in [submit(client, "\n".join(CAPITALS)) for _ in range(3)]]
-        assert all(page_table(result) == expected for result in results)
+        for result in results:
+            assert_same_ranking(page_table(result), expected)
         assert listener(page_port) == page_pid, "the page was restarted; it should have ridden the crash out"
     finally:
         if client is not None:

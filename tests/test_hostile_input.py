@@ -35,6 +35,7 @@ from starlette.routing import Route
 from server.contract import DEFAULT_INSTRUCTION
 from tests.support.page import LaunchedPage, forward, serving
 from tests.support.page import launched as launch_page
+from tests.support.ranking import SCORE_TOLERANCE
 from tests.support.server_process import RunningServer, free_port
 from webui.settings import Settings
 
@@ -176,7 +177,8 @@ def assert_refused(result: Any, message: str) -> None:
 
 
 def assert_ranks_like_the_server(page: Page, server_url: str, documents: list[str], result: Any) -> None:
-    assert page_scores(result, len(documents)) == pytest.approx(server_scores(server_url, QUERY, documents), abs=1e-6)
+    expected = server_scores(server_url, QUERY, documents)
+    assert page_scores(result, len(documents)) == pytest.approx(expected, abs=SCORE_TOLERANCE)
 
 
 def write_csv(path: Path, header: list[str], rows: list[list[str]]) -> Path:
