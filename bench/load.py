@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-import re
 import statistics
 import time
 from collections.abc import Sequence
@@ -21,6 +20,7 @@ from dataclasses import dataclass
 import httpx
 
 from bench.texts import RerankJob
+from webui.engine import metric_samples
 
 
 class BadAnswerError(RuntimeError):
@@ -94,15 +94,9 @@ async def run_load(url: str, model: str, jobs: Sequence[RerankJob], clients: int
     return LoadResult(wall_s=wall, answers=tuple(answers))
 
 
-_SAMPLE = re.compile(r"^(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{[^}]*\})?\s+(?P<value>\S+)$")
-
-
 def scrape_counters(url: str, names: Sequence[str]) -> dict[str, float]:
     """Sum of each named Prometheus counter over its label sets (0 if absent)."""
-    text = httpx.get(f"{url}/metrics", timeout=30).text
     totals = dict.fromkeys(names, 0.0)
-    for line in text.splitlines():
-        match = _SAMPLE.match(line)
-        if match and match["name"] in totals:
-            totals[match["name"]] += float(match["value"])
+    for sample in metric_samples(httpx.get(f"{url}/metrics", timeout=30).text, names):
+        totals[sample.name] += sample.value
     return totals
