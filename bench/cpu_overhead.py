@@ -27,10 +27,7 @@ import math
 import os
 import platform
 import random
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import time
 import uuid
@@ -42,6 +39,7 @@ from typing import Any
 
 import httpx
 
+from bench.server_process import ChildProcess, ServerProcess, ServerStartError, free_port
 from bench.texts import WORDS
 from webui.engine import metric_samples
 
@@ -159,56 +157,19 @@ def wait_for_quiet(config: OverheadConfig) -> float:
 
 # --- the server and the page, started as a user starts them -----------------------------------
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def stop(process: subprocess.Popen[bytes], grace_s: float = 60.0) -> None:
-    """Ctrl-C, as a user stops it (the launcher then stops vLLM's group); SIGKILL to our group if stuck."""
-    if process.poll() is not None:
-        return
-    process.send_signal(signal.SIGINT)
-    try:
-        process.wait(timeout=grace_s)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
-
-
-@contextlib.contextmanager
-def started(argv: list[str], log_path: Path) -> Iterator[subprocess.Popen[bytes]]:
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-    with log_path.open("ab") as log:
-        process = subprocess.Popen(
-            argv, cwd=REPO, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True
-        )
-    try:
-        yield process
-    finally:
-        stop(process)
+QUIET_ENV = {"GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
 
 
 @contextlib.contextmanager
 def cpu_server(config: OverheadConfig) -> Iterator[str]:
     port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    vllm_log = config.log_dir / f"cpu-overhead-vllm-{port}.log"
-    launcher_log = vllm_log.with_suffix(".launcher.log")
-    launcher = [sys.executable, "-m", "server"]
-    serve = [*launcher, "serve", "--profile", "cpu", "--port", str(port), "--log-file", str(vllm_log)]
-    with started(serve, launcher_log) as process:
-        wait = [*launcher, "wait", url, "--pid", str(process.pid), "--log-file", str(vllm_log)]
-        done = subprocess.run(
-            [*wait, "--timeout", str(config.startup_timeout_s)], cwd=REPO, capture_output=True, text=True, check=False
-        )
-        if done.returncode != 0:
-            raise BenchError(f"the cpu profile did not start: {done.stderr.strip()[-2000:]} (log {vllm_log})")
-        yield url
+    log_path = config.log_dir / f"cpu-overhead-vllm-{port}.log"
+    server = ServerProcess(["--profile", "cpu"], port, log_path, timeout_s=config.startup_timeout_s, env=QUIET_ENV)
+    try:
+        with server:
+            yield server.url
+    except ServerStartError as error:
+        raise BenchError(f"the cpu profile did not start: {error}") from None
 
 
 @contextlib.contextmanager
@@ -217,18 +178,17 @@ def page(server_url: str, config: OverheadConfig) -> Iterator[str]:
     url = f"http://127.0.0.1:{port}/"
     argv = [sys.executable, "-m", "webui", "--server-url", server_url, "--port", str(port), "--profile-label", "cpu"]
     log_path = config.log_dir / f"cpu-overhead-page-{port}.log"
-    with started(argv, log_path) as process:
-        deadline = time.monotonic() + 120
-        while True:
-            if process.poll() is not None:
-                raise BenchError(f"the page exited with code {process.returncode} (log {log_path})")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(url, timeout=2).status_code == 200:
-                    break
-            if time.monotonic() > deadline:
-                raise BenchError(f"the page did not answer on {url} (log {log_path})")
-            time.sleep(0.5)
-        yield url
+    child = ChildProcess(argv, url, log_path, health_path="/", explain=_last_line, env=QUIET_ENV, timeout_s=120)
+    try:
+        with child:
+            yield url
+    except ServerStartError as error:
+        raise BenchError(f"the page did not start: {error}") from None
+
+
+def _last_line(log_text: str) -> str:
+    lines = log_text.strip().splitlines()
+    return lines[-1] if lines else "the page exited without a word"
 
 
 # --- the three ways ----------------------------------------------------------------------------
