@@ -42,7 +42,7 @@ from bench.load_page_config import LoadConfig
 from bench.load_page_inputs import Workload, make_workloads, served_model, with_reference
 from bench.load_page_report import markdown, verdict
 from bench.load_page_users import Tally, user, viewer
-from bench.machine import cpu_model, package_versions, ram_gib
+from bench.machine import cpu_model, load_average, package_versions, ram_gib
 from bench.page_http import read_config, tick_functions
 from bench.process_memory import MIB, listening_pid, memory_summary, sample_memory
 from bench.stats import percentile
@@ -78,7 +78,7 @@ class Target:
 async def run_round(config: LoadConfig, target: Target) -> dict[str, Any]:
     tally, stop = Tally(), asyncio.Event()
     samples: list[tuple[float, int, int]] = []
-    load_before = os.getloadavg()[0]
+    load_before = load_average()
     sampler = asyncio.create_task(sample_memory(target.page_pid, target.server_pid, config.sample_s, stop, samples))
     started = time.monotonic()
     deadline = started + config.duration_s
@@ -98,7 +98,7 @@ async def run_round(config: LoadConfig, target: Target) -> dict[str, Any]:
     for outcome in by_kind["failed"]:
         failures[outcome.detail] = failures.get(outcome.detail, 0) + 1
     return {
-        "load_average_before_after": [round(load_before, 2), round(os.getloadavg()[0], 2)],
+        "load_average_before_after": [load_before, load_average()],
         "wall_s": round(wall, 1),
         "counts": {kind: len(items) for kind, items in by_kind.items()},
         "accepted_per_s": round(len(accepted) / wall, 2),

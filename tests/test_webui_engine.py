@@ -23,6 +23,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.support.server_process import free_port
 from webui.engine import (
     ENGINE_GAUGES,
     EnginePoller,
@@ -214,11 +215,7 @@ def metrics_server() -> Iterator[MetricsServer]:
 
 
 def closed_port_url() -> str:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return f"http://127.0.0.1:{probe.getsockname()[1]}"
+    return f"http://127.0.0.1:{free_port()}"
 
 
 def test_fetch_reads_metrics_and_reports_failures_in_one_line(
