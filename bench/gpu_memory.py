@@ -7,19 +7,22 @@
         ...
         sampler.peak_mib("startup"), sampler.idle_mib
 
-`used` comes from nvmlDeviceGetMemoryInfo v2 where the driver has it (it leaves out
-driver-reserved memory, as nvidia-smi does), else v1. Peaks are whole-device readings,
-so nothing else may run on the GPU while a configuration is measured. Without NVML (a
-CPU host) every reading is None and nothing raises.
+NVML is opened and read through server/nvml.py: `used` comes from nvmlDeviceGetMemoryInfo
+v2 where the driver has it (it leaves out driver-reserved memory, as nvidia-smi does), else
+v1. Peaks are whole-device readings, so nothing else may run on the GPU while a
+configuration is measured. Without NVML (a CPU host) every reading is None and nothing raises.
 """
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
+
+from server.nvml import NvmlDevice, as_text, nvml_session, open_device, read_memory
 
 MIB = 1 << 20
 
@@ -37,7 +40,8 @@ class MemorySampler:
         self.device_index = device_index
         self.interval_s = interval_s
         self._nvml: Any = None
-        self._handle: Any = None
+        self._device: NvmlDevice | None = None
+        self._session = contextlib.ExitStack()
         self._lock = threading.Lock()
         self._phase: str | None = None
         self._peaks: dict[str, int] = {}
@@ -47,14 +51,12 @@ class MemorySampler:
 
     def __enter__(self) -> MemorySampler:
         try:
-            import pynvml
-
-            pynvml.nvmlInit()
-            self._nvml = pynvml
-            self._handle = pynvml.nvmlDeviceGetHandleByIndex(self.device_index)
+            nvml = self._session.enter_context(nvml_session())
+            self._device = open_device(nvml, self.device_index)
         except Exception:  # no driver, no GPU or no nvidia-ml-py: readings stay None
-            self._nvml = None
+            self._session.close()
             return self
+        self._nvml = nvml
         self._thread = threading.Thread(target=self._run, name="nvml-sampler", daemon=True)
         self._thread.start()
         return self
@@ -65,35 +67,26 @@ class MemorySampler:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
-        if self._nvml is not None:
-            self._nvml.nvmlShutdown()
+        self._session.close()
 
     @property
     def available(self) -> bool:
         return self._nvml is not None
 
     def used_mib(self) -> int | None:
-        if self._nvml is None:
+        if self._nvml is None or self._device is None:
             return None
-        nvml = self._nvml
-        try:
-            info = nvml.nvmlDeviceGetMemoryInfo(self._handle, version=nvml.nvmlMemory_v2)
-        except (AttributeError, TypeError, nvml.NVMLError):
-            info = nvml.nvmlDeviceGetMemoryInfo(self._handle)
-        return int(info.used) // MIB
+        return read_memory(self._nvml, self._device)[0] // MIB
 
     def device_info(self) -> DeviceInfo | None:
-        if self._nvml is None:
+        if self._nvml is None or self._device is None:
             return None
         nvml = self._nvml
-        name = nvml.nvmlDeviceGetName(self._handle)
-        driver = nvml.nvmlSystemGetDriverVersion()
         cuda = nvml.nvmlSystemGetCudaDriverVersion_v2()
-        total = int(nvml.nvmlDeviceGetMemoryInfo(self._handle).total) // MIB
         return DeviceInfo(
-            name=name if isinstance(name, str) else name.decode(),
-            driver=driver if isinstance(driver, str) else driver.decode(),
-            total_mib=total,
+            name=self._device.name,
+            driver=as_text(nvml.nvmlSystemGetDriverVersion()),
+            total_mib=read_memory(nvml, self._device)[1] // MIB,
             cuda_driver=f"{cuda // 1000}.{cuda % 1000 // 10}",
         )
 

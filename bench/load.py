@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import math
-import re
-import statistics
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import httpx
 
+from bench.stats import percentile
 from bench.texts import RerankJob
 
 
@@ -53,11 +52,11 @@ class LoadResult:
     def pairs_per_s(self) -> float:
         return self.pairs / self.wall_s
 
-    def latency_ms(self, percentile: int) -> float:
-        latencies = sorted(a.latency_s for a in self.answers)
-        if len(latencies) == 1:
-            return latencies[0] * 1000
-        return statistics.quantiles(latencies, n=100, method="inclusive")[percentile - 1] * 1000
+    def latency_ms(self, q: int) -> float:
+        latency_s = percentile([a.latency_s for a in self.answers], q)
+        if latency_s is None:
+            raise ValueError("no answers to take a latency from")
+        return latency_s * 1000
 
 
 async def rerank(client: httpx.AsyncClient, url: str, model: str, job: RerankJob) -> Answer:
@@ -92,17 +91,3 @@ async def run_load(url: str, model: str, jobs: Sequence[RerankJob], clients: int
         await asyncio.gather(*(worker() for _ in range(clients)))
         wall = time.perf_counter() - start
     return LoadResult(wall_s=wall, answers=tuple(answers))
-
-
-_SAMPLE = re.compile(r"^(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{[^}]*\})?\s+(?P<value>\S+)$")
-
-
-def scrape_counters(url: str, names: Sequence[str]) -> dict[str, float]:
-    """Sum of each named Prometheus counter over its label sets (0 if absent)."""
-    text = httpx.get(f"{url}/metrics", timeout=30).text
-    totals = dict.fromkeys(names, 0.0)
-    for line in text.splitlines():
-        match = _SAMPLE.match(line)
-        if match and match["name"] in totals:
-            totals[match["name"]] += float(match["value"])
-    return totals

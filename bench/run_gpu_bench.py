@@ -48,7 +48,7 @@ from typing import Any
 
 from bench.configs import BUILTIN, BenchConfig, parse_candidate
 from bench.gpu_memory import MemorySampler
-from bench.server_process import ServedConfig, ServerStartError, vllm_command
+from bench.server_process import ServerProcess, ServerStartError, vllm_command
 from bench.workloads import WorkloadSpec, build_jobs, measure_peer, measure_server
 
 REPO = Path(__file__).resolve().parent.parent
@@ -181,7 +181,7 @@ def serve_one(
     record["idle_mib"] = sampler.measure_idle()
     log_path = args.out / "logs" / f"{config.name}.log"
     sampler.phase("startup")
-    with ServedConfig(serve_args, args.port, log_path, REPO) as served:
+    with ServerProcess(serve_args, args.port, log_path, REPO) as served:
         record["startup_s"] = round(served.startup_s, 1)
         record["startup_peak_mib"] = sampler.peak_mib("startup")
         sampler.phase("load")

@@ -1,11 +1,21 @@
-"""One `python -m server serve ...` for the length of a measurement.
+"""One `python -m server serve ...` child: started as a user starts it, waited for, stopped.
 
-    with ServedConfig(serve_args, port, log_path) as served:   # returns once /health answers
+    with ServerProcess(["--profile", "cpu"], port, log_path) as served:  # back once /health answers
         served.url, served.startup_s
 
-The launcher runs vLLM in its own process group and stops that whole group when it gets
-SIGTERM, so stopping means SIGTERM to the launcher we started (by its pid), a grace
-period, then SIGKILL to that pid alone.
+    server = ServerProcess([...], free_port(), log_path).start()  # several side by side, then
+    server.wait(); ...; server.stop()
+
+bench/ and tests/ both drive the product's launcher from outside through this class. It lives
+in bench/ because bench/'s programs run on their own (on a GPU host, with no test tooling):
+tests/ may import bench/, never the other way. It is not server/'s: the product needs no
+harness that starts itself as a child. The /health wait is server/health.py's.
+`ChildProcess` is the same for any program with an HTTP answer to wait on (bench starts
+the page, `python -m webui`, with it).
+
+The launcher runs vLLM in its own process group and stops that whole group on SIGINT or
+SIGTERM, so stopping means SIGINT to the launcher we started (as Ctrl-C), a grace period,
+then SIGKILL to the launcher's group and to the groups it started.
 """
 
 from __future__ import annotations
@@ -13,20 +23,31 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import TracebackType
+from typing import Self
 
-import httpx
+from server.failures import diagnose
+from server.health import ServerNotReady, wait_healthy
 
+REPO = Path(__file__).resolve().parent.parent
 STOP_GRACE_S = 45.0
 """The launcher gives vLLM 20 s to stop its engine before killing it; allow for that."""
 
 
 class ServerStartError(RuntimeError):
-    """The server exited or did not answer /health in time; str() ends with its log's tail."""
+    """The server exited or did not answer /health in time; str() ends with its logs' tails."""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def launcher_argv(serve_args: list[str], port: int, log_path: Path | None = None, dry_run: bool = False) -> list[str]:
@@ -38,7 +59,7 @@ def launcher_argv(serve_args: list[str], port: int, log_path: Path | None = None
     return argv
 
 
-def vllm_command(serve_args: list[str], port: int, repo: Path) -> str:
+def vllm_command(serve_args: list[str], port: int, repo: Path = REPO) -> str:
     """The vLLM command line the launcher would run (its --dry-run)."""
     done = subprocess.run(
         launcher_argv(serve_args, port, dry_run=True), cwd=repo, capture_output=True, text=True, check=False
@@ -48,39 +69,116 @@ def vllm_command(serve_args: list[str], port: int, repo: Path) -> str:
     return done.stdout.strip()
 
 
-def _tail(path: Path, lines: int = 40) -> str:
-    if not path.is_file():
-        return "(no log)"
-    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+class ChildProcess:
+    """A program started in its own session, waited for until `url` + `health_path` answers 200
+    (server/health.py's wait), and stopped as Ctrl-C would stop it."""
 
-
-class ServedConfig:
-    def __init__(self, serve_args: list[str], port: int, log_path: Path, repo: Path, timeout_s: float = 480) -> None:
-        self.argv = launcher_argv(serve_args, port, log_path)
-        self.url = f"http://127.0.0.1:{port}"
-        self.log_path = log_path
-        self.repo = repo
+    def __init__(
+        self,
+        argv: list[str],
+        url: str,
+        output_log: Path,
+        *,
+        health_path: str = "/health",
+        log_path: Path | None = None,
+        explain: Callable[[str], str] = diagnose,
+        capture_stdout: bool = True,
+        cwd: Path = REPO,
+        env: Mapping[str, str] | None = None,
+        timeout_s: float = 600.0,
+    ) -> None:
+        """`output_log` gets the child's stderr, and its stdout unless `capture_stdout` is False
+        (the launcher tees vLLM's output into its own log). `log_path` is the log that
+        `explain` reads for the reason a dead child died (default: `output_log`); `env` adds
+        to this process's environment."""
+        self.argv = argv
+        self.url = url
+        self.output_log = output_log
+        self.log_path = log_path or output_log
+        self.health_path = health_path
+        self.explain = explain
+        self.capture_stdout = capture_stdout
+        self.cwd = cwd
+        self.env = {**os.environ, **(env or {})}
         self.timeout_s = timeout_s
         self.startup_s = 0.0
-        self._proc: subprocess.Popen[bytes] | None = None
+        """Seconds from the launch to the first healthy answer."""
+        self._process: subprocess.Popen[bytes] | None = None
+        self._started_at = 0.0
 
-    def __enter__(self) -> ServedConfig:
+    @property
+    def process(self) -> subprocess.Popen[bytes]:
+        if self._process is None:
+            raise RuntimeError(f"{self.argv[:4]} has not been started")
+        return self._process
+
+    def start(self) -> Self:
+        """Launch without waiting, so that several children can start side by side."""
+        self.output_log.parent.mkdir(parents=True, exist_ok=True)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        start = time.perf_counter()
-        self._proc = subprocess.Popen(
-            self.argv,
-            cwd=self.repo,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,  # the launcher tees vLLM's output into log_path too
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
+        self._started_at = time.perf_counter()
+        with self.output_log.open("ab") as output:
+            self._process = subprocess.Popen(
+                self.argv,
+                cwd=self.cwd,
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                stdout=output if self.capture_stdout else subprocess.DEVNULL,
+                stderr=output,
+                start_new_session=True,
+            )
+        return self
+
+    def wait(self, timeout_s: float | None = None) -> float:
+        """Block until healthy; returns startup_s. A dead or silent child is stopped and raises
+        ServerStartError with the reason, its own output and the end of `log_path`."""
+        process = self.process
         try:
-            self._wait_healthy()
+            wait_healthy(
+                self.url,
+                self.timeout_s if timeout_s is None else timeout_s,
+                alive=lambda: process.poll() is None,
+                log_path=self.log_path,
+                progress=False,
+                interval=0.5,
+                path=self.health_path,
+                explain=self.explain,
+            )
+        except ServerNotReady as exc:
+            self.stop()
+            raise ServerStartError(self._failure(exc)) from None
+        if not self.startup_s:
+            self.startup_s = time.perf_counter() - self._started_at
+        return self.startup_s
+
+    def _failure(self, exc: ServerNotReady) -> str:
+        parts = [str(exc)]
+        if self.output_log != self.log_path and self.output_log.is_file():
+            parts += [f"--- {self.output_log} ---", self.output_log.read_text(errors="replace").rstrip()]
+        return "\n".join([*parts, f"--- last lines of {self.log_path} ---", exc.log_tail])
+
+    def stop(self, grace_s: float = STOP_GRACE_S) -> None:
+        process = self._process
+        if process is None or process.poll() is not None:
+            return
+        children = _children(process.pid)
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            # The child could not stop its own: end its group and the groups it started.
+            for group in (process.pid, *children):
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(group, signal.SIGKILL)
+            process.wait(timeout=10)
+
+    def __enter__(self) -> Self:
+        self.start()
+        try:
+            self.wait()
         except BaseException:
             self.stop()
             raise
-        self.startup_s = time.perf_counter() - start
         return self
 
     def __exit__(
@@ -88,35 +186,40 @@ class ServedConfig:
     ) -> None:
         self.stop()
 
-    def _wait_healthy(self) -> None:
-        assert self._proc is not None
-        deadline = time.monotonic() + self.timeout_s
-        while time.monotonic() < deadline:
-            if self._proc.poll() is not None:
-                raise ServerStartError(f"the server exited with code {self._proc.returncode}:\n{_tail(self.log_path)}")
-            try:
-                if httpx.get(f"{self.url}/health", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.5)
-        raise ServerStartError(f"no answer on {self.url}/health after {self.timeout_s:.0f} s:\n{_tail(self.log_path)}")
 
-    def stop(self) -> None:
-        proc = self._proc
-        if proc is None or proc.poll() is not None:
-            return
-        children = _children(proc.pid)
-        os.kill(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=STOP_GRACE_S)
-        except subprocess.TimeoutExpired:
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
-            # The launcher could not stop vLLM: end the process groups it started for it.
-            for child in children:
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.killpg(child, signal.SIGKILL)
+class ServerProcess(ChildProcess):
+    """`python -m server serve SERVE_ARGS --port PORT --log-file LOG_PATH`."""
+
+    def __init__(
+        self,
+        serve_args: list[str],
+        port: int,
+        log_path: Path,
+        repo: Path = REPO,
+        timeout_s: float = 600.0,
+        *,
+        model: str = "",
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        """`model` is the served model name (what requests put in "model"), for callers that
+        need it. vLLM's output goes to `log_path`; the launcher's own to `launcher_log`."""
+        super().__init__(
+            launcher_argv(serve_args, port, log_path),
+            f"http://127.0.0.1:{port}",
+            log_path.with_suffix(".launcher.log"),
+            log_path=log_path,
+            capture_stdout=False,
+            cwd=repo,
+            env=env,
+            timeout_s=timeout_s,
+        )
+        self.port = port
+        self.model = model
+
+    @property
+    def launcher_log(self) -> Path:
+        """The launcher's own stderr (its one-line errors); vLLM's output is in log_path."""
+        return self.output_log
 
 
 def _children(pid: int) -> list[int]:

@@ -13,8 +13,9 @@ import statistics
 from dataclasses import dataclass
 from typing import Any
 
-from bench.load import LoadResult, run_load, scrape_counters
+from bench.load import LoadResult, run_load
 from bench.peer_transformers import CardReranker
+from bench.server_metrics import scrape_counters
 from bench.texts import RerankJob, make_jobs
 
 GFLOP_PER_TOKEN = 2 * (4_021_784_576 - 151_669 * 2560) / 1e9

@@ -1,8 +1,10 @@
-"""What GPUs this host has, through NVML (nvidia-ml-py)."""
+"""What GPUs this host has, through NVML (server/nvml.py)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from server.nvml import NvmlUnavailable, nvml_session, open_devices, read_memory
 
 
 @dataclass(frozen=True)
@@ -13,27 +15,9 @@ class Gpu:
 
 
 def detect_gpus() -> list[Gpu]:
-    """NVIDIA GPUs visible to this process; empty without a driver or a GPU."""
+    """NVIDIA GPUs visible to this process; empty without a driver, a GPU or nvidia-ml-py."""
     try:
-        import pynvml
-    except ImportError:
+        with nvml_session() as nvml:
+            return [Gpu(d.index, d.name, read_memory(nvml, d)[1]) for d in open_devices(nvml)]
+    except NvmlUnavailable:
         return []
-    try:
-        pynvml.nvmlInit()
-    except pynvml.NVMLError:
-        return []
-    try:
-        gpus = []
-        for i in range(pynvml.nvmlDeviceGetCount()):
-            handle = pynvml.nvmlDeviceGetHandleByIndex(i)
-            name = pynvml.nvmlDeviceGetName(handle)
-            gpus.append(
-                Gpu(
-                    i,
-                    name if isinstance(name, str) else name.decode(),
-                    int(pynvml.nvmlDeviceGetMemoryInfo(handle).total),
-                )
-            )
-        return gpus
-    finally:
-        pynvml.nvmlShutdown()

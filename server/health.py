@@ -1,4 +1,8 @@
-"""Wait until a vLLM server answers /health, or say clearly why it never will."""
+"""Wait until a vLLM server answers /health, or say clearly why it never will.
+
+The one health wait: `python -m server wait`, bench/ and the tests' servers all use
+`wait_healthy` (bench/ also for the page, with `path="/"` and its own `explain`).
+"""
 
 from __future__ import annotations
 
@@ -21,9 +25,9 @@ class ServerNotReady(RuntimeError):
         self.log_tail = log_tail
 
 
-def is_healthy(url: str, timeout: float = 2.0) -> bool:
+def is_healthy(url: str, timeout: float = 2.0, path: str = "/health") -> bool:
     try:
-        return httpx.get(f"{url.rstrip('/')}/health", timeout=timeout).status_code == 200
+        return httpx.get(f"{url.rstrip('/')}{path}", timeout=timeout).status_code == 200
     except httpx.HTTPError:
         return False
 
@@ -47,18 +51,21 @@ def wait_healthy(
     log_path: Path | None = None,
     progress: bool = True,
     interval: float = 1.0,
+    path: str = "/health",
+    explain: Callable[[str], str] = diagnose,
 ) -> float:
-    """Poll `url`/health until 200; returns the seconds waited.
+    """Poll `url` + `path` until 200; returns the seconds waited.
 
     `pid` or `alive` say whether the server process still runs: a dead server fails at
-    once with the reason found in its log instead of waiting out the timeout.
+    once with the reason `explain` finds in this run's part of its log (vLLM's known
+    failures by default) instead of waiting out the timeout.
     """
     if alive is None and pid is not None:
         alive = lambda: pid_alive(pid)  # noqa: E731
     start = time.monotonic()
     last_report = start
     while True:
-        if is_healthy(url):
+        if is_healthy(url, path=path):
             if progress:
                 print(f"\rserver healthy at {url} after {time.monotonic() - start:.0f} s", file=sys.stderr)
             return time.monotonic() - start
@@ -67,7 +74,7 @@ def wait_healthy(
             log_text = log_path.read_text(errors="replace") if log_path and log_path.is_file() else ""
             log_text = log_text[log_text.rfind("\n===== ") + 1 :]  # this run's part of the log
             raise ServerNotReady(
-                f"server exited during startup: {diagnose(log_text)}" + _log_hint(log_path),
+                f"server exited during startup: {explain(log_text)}" + _log_hint(log_path),
                 last_lines(log_path),
             )
         if elapsed >= timeout:
@@ -79,7 +86,7 @@ def wait_healthy(
             last_report = time.monotonic()
             # On a terminal the line counts up in place; in a log, one line each time.
             end = "" if sys.stderr.isatty() else "\n"
-            print(f"\rwaiting for {url}/health ... {elapsed:.0f} s", end=end, file=sys.stderr, flush=True)
+            print(f"\rwaiting for {url.rstrip('/')}{path} ... {elapsed:.0f} s", end=end, file=sys.stderr, flush=True)
         time.sleep(interval)
 
 

@@ -25,5 +25,5 @@ fi
 
 export RERANK_VENV=$venv GRADIO_ANALYTICS_ENABLED=False HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 "$venv/bin/ruff" check server webui tests bench
-"$venv/bin/mypy" server webui
+"$venv/bin/mypy" server webui bench
 exec "$venv/bin/python" -m pytest "$@"

@@ -10,7 +10,6 @@ the sampling path against the real `pynvml` module with its NVML calls replaced
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -25,6 +24,7 @@ import httpx
 import pynvml
 import pytest
 
+from tests.support.server_process import free_port
 from webui.gpu import GpuDevice, GpuProcess, GpuSampler, GpuSamplerConfig, GpuSnapshot, HistoryPoint
 from webui.panel import (
     GIB,
@@ -44,12 +44,6 @@ def wait_for(condition: Callable[[], bool], timeout_s: float = 5.0) -> None:
         if time.monotonic() > deadline:
             raise AssertionError("condition not reached in time")
         time.sleep(0.01)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def nvml_works() -> bool:

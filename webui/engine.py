@@ -7,11 +7,9 @@ Only three gauges matter here: requests running, requests waiting and KV-cache u
 (`vllm:kv_cache_usage_perc`, formerly `vllm:gpu_cache_usage_perc`). Each sample line carries
 `model_name` and `engine` labels; the panel shows the sum over label sets (data-parallel engines).
 
-The gauges are read by a small exact parser of the text exposition format rather than
-prometheus_client: the page must not need vLLM's environment, the parser only has to find
-three names and step over label values (quoted, with `\\`, `\"` and `\n` escapes), and it skips
-every other line with one `startswith`, so a tick costs well under a millisecond on the event
-loop. The tests check it against prometheus_client's parser on real vLLM output.
+The text is parsed by prometheus_client's own parser (`metric_samples`, which bench/ uses too).
+It is given only the lines of the metrics asked for: vLLM's /metrics has hundreds of lines of
+histograms, and a tick on the page's event loop should parse a handful, not all of them.
 
 `EnginePoller` shares one fetch among all viewers: at most one `/metrics` request per interval
 whatever the number of open tabs, none while nobody looks, and no tick waits on the network
@@ -24,10 +22,12 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import httpx
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.samples import Sample
 
 RUNNING = "vllm:num_requests_running"
 WAITING = "vllm:num_requests_waiting"
@@ -49,62 +49,28 @@ class EngineState:
     timestamp: float = 0.0
 
 
-def parse_gauges(text: str, names: tuple[str, ...] = ENGINE_GAUGES) -> dict[str, list[float]]:
-    """Values of every sample of the named metrics, one per label set, in file order."""
-    found: dict[str, list[float]] = {name: [] for name in names}
-    for raw_line in text.splitlines():
-        line = raw_line.strip()
-        if not line.startswith(names):  # comments, HELP/TYPE and other metrics
-            continue
-        sample = _parse_sample(line)
-        if sample is not None and sample[0] in found:
-            found[sample[0]].append(sample[1])
-    return found
+def metric_samples(text: str, names: Iterable[str]) -> list[Sample]:
+    """Every sample of the named series (`x_total`, `y_count`: sample names), in file order.
 
-
-def _parse_sample(line: str) -> tuple[str, float] | None:
-    """(name, value) of one sample line, or None for a line that is not a valid sample."""
-    end = 0
-    while end < len(line) and (line[end].isalnum() or line[end] in "_:"):
-        end += 1
-    name, rest = line[:end], line[end:]
-    if rest.startswith("{"):
-        close = _closing_brace(rest)
-        if close is None:
-            return None
-        rest = rest[close + 1 :]
-    elif rest and not rest[0].isspace():
-        return None  # a longer name that merely starts like ours
-    fields = rest.split()
-    if not fields:
-        return None
-    try:
-        return name, float(fields[0])  # float() takes NaN, +Inf and -Inf as Prometheus writes them
-    except ValueError:
-        return None
-
-
-def _closing_brace(labels: str) -> int | None:
-    """Index of the `}` ending a label block, skipping braces and quotes inside values."""
-    in_value = False
-    index = 1
-    while index < len(labels):
-        char = labels[index]
-        if in_value:
-            if char == "\\":
-                index += 1  # an escaped character never ends the value
-            elif char == '"':
-                in_value = False
-        elif char == '"':
-            in_value = True
-        elif char == "}":
-            return index
-        index += 1
-    return None
+    Only the lines that start with one of the names reach the parser: comments and other
+    metrics are never parsed, so a malformed line elsewhere cannot hide these. A malformed
+    line among them raises ValueError, as prometheus_client does.
+    """
+    wanted = tuple(names)
+    lines = [line for line in text.splitlines() if line.lstrip().startswith(wanted)]
+    families = text_string_to_metric_families("\n".join(lines) + "\n")
+    return [sample for family in families for sample in family.samples if sample.name in wanted]
 
 
 def engine_state_from_metrics(text: str, timestamp: float = 0.0) -> EngineState:
-    gauges = parse_gauges(text)
+    try:
+        samples = metric_samples(text, ENGINE_GAUGES)
+    except ValueError as error:
+        first_line = str(error).splitlines()[0] if str(error) else type(error).__name__
+        return EngineState(reachable=True, error=f"/metrics is not Prometheus text: {first_line}", timestamp=timestamp)
+    gauges: dict[str, list[float]] = {name: [] for name in ENGINE_GAUGES}
+    for sample in samples:
+        gauges[sample.name].append(sample.value)
     running, waiting = gauges[RUNNING], gauges[WAITING]
     kv_values = next((gauges[name] for name in KV_CACHE_USAGE if gauges[name]), [])
     kv_values = [value for value in kv_values if not math.isnan(value)]

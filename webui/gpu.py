@@ -12,12 +12,13 @@ descend from the server's pid are marked as vLLM.
 
 Without an NVIDIA driver (or without nvidia-ml-py) snapshots say `available=False` with the
 reason in plain words; nothing raises.
+
+NVML itself is opened, read and shut down by server/nvml.py, a dependency-free leaf module that
+the server and bench/ use too: the page imports that one module from server/, nothing else.
 """
 
 from __future__ import annotations
 
-import contextlib
-import importlib
 import logging
 import threading
 import time
@@ -26,6 +27,16 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Self
+
+from server.nvml import (
+    NvmlDevice,
+    NvmlUnavailable,
+    nvml_session,
+    open_devices,
+    read_memory,
+    read_processes,
+    read_utilization,
+)
 
 
 @dataclass(frozen=True)
@@ -94,15 +105,6 @@ class GpuSnapshot:
         return sum(sizes) if sizes else None
 
 
-@dataclass
-class _DeviceHandle:
-    index: int
-    handle: Any
-    name: str
-    memory_v2: bool = True
-    """Cleared after the first v2 read fails, so old drivers fall back to v1 once."""
-
-
 @dataclass(frozen=True)
 class _ProcessLabel:
     name: str
@@ -156,13 +158,6 @@ class _ProcessLabeller:
 
 def _mentions_vllm(text: str) -> bool:
     return "vllm" in text.lower()
-
-
-def _import_nvml() -> Any | None:
-    try:
-        return importlib.import_module("pynvml")
-    except ImportError:
-        return None
 
 
 class GpuSampler:
@@ -244,27 +239,21 @@ class GpuSampler:
         )
 
     def _run(self) -> None:
-        nvml = self._nvml if self._nvml is not None else _import_nvml()
-        if nvml is None:
-            self._publish(self._unavailable("GPU memory cannot be read: nvidia-ml-py is not installed"))
-            return
         try:
-            nvml.nvmlInit()
-        except nvml.NVMLError as error:
-            self._publish(self._unavailable(f"No NVIDIA GPU on this host (NVML: {error})"))
-            return
-        try:
-            self._sample_until_stopped(nvml)
+            with nvml_session(self._nvml) as nvml:
+                self._sample_until_stopped(nvml)
+        except NvmlUnavailable as error:
+            if error.bindings_missing:
+                self._publish(self._unavailable(f"GPU memory cannot be read: {error}"))
+            else:
+                self._publish(self._unavailable(f"No NVIDIA GPU on this host ({error})"))
         except Exception as error:  # a dead sampler must say so instead of showing old numbers
             logging.getLogger(__name__).exception("GPU sampler stopped")
             self._publish(self._unavailable(f"GPU sampler stopped: {error}"))
-        finally:
-            with contextlib.suppress(nvml.NVMLError):
-                nvml.nvmlShutdown()
 
     def _sample_until_stopped(self, nvml: Any) -> None:
         try:
-            devices = _open_devices(nvml)
+            devices = open_devices(nvml)
         except nvml.NVMLError as error:
             self._publish(self._unavailable(f"NVML could not list the GPUs: {error}"))
             return
@@ -282,7 +271,7 @@ class GpuSampler:
             if self._stop.wait(self.config.interval_s):
                 return
 
-    def _sample(self, nvml: Any, devices: list[_DeviceHandle], labeller: _ProcessLabeller) -> GpuSnapshot:
+    def _sample(self, nvml: Any, devices: list[NvmlDevice], labeller: _ProcessLabeller) -> GpuSnapshot:
         self.nvml_reads += 1
         readings = tuple(_read_device(nvml, device, labeller) for device in devices)
         labeller.forget_except(p.pid for reading in readings for p in reading.processes)
@@ -298,63 +287,13 @@ class GpuSampler:
         )
 
 
-def _open_devices(nvml: Any) -> list[_DeviceHandle]:
-    devices = []
-    for index in range(nvml.nvmlDeviceGetCount()):
-        handle = nvml.nvmlDeviceGetHandleByIndex(index)
-        name = nvml.nvmlDeviceGetName(handle)
-        if isinstance(name, bytes):  # bindings before 11.515 returned bytes
-            name = name.decode(errors="replace")
-        devices.append(_DeviceHandle(index=index, handle=handle, name=str(name)))
-    return devices
-
-
-_MEMORY_V2_UNSUPPORTED = (
-    "NVML_ERROR_FUNCTION_NOT_FOUND",
-    "NVML_ERROR_NOT_SUPPORTED",
-    "NVML_ERROR_ARGUMENT_VERSION_MISMATCH",
-)
-
-
-def _read_memory(nvml: Any, device: _DeviceHandle) -> tuple[int, int]:
-    version = getattr(nvml, "nvmlMemory_v2", None)
-    if device.memory_v2 and version is not None:
-        try:
-            info = nvml.nvmlDeviceGetMemoryInfo(device.handle, version=version)
-            return int(info.used), int(info.total)
-        except nvml.NVMLError as error:
-            # Only "this driver has no v2" means v1 from now on; a transient failure
-            # (GPU lost, timeout) must fail this pass, not switch the numbers' meaning.
-            unsupported = {getattr(nvml, name, None) for name in _MEMORY_V2_UNSUPPORTED}
-            if getattr(error, "value", None) not in unsupported:
-                raise
-            device.memory_v2 = False
-    info = nvml.nvmlDeviceGetMemoryInfo(device.handle)
-    return int(info.used), int(info.total)
-
-
-def _read_utilization(nvml: Any, device: _DeviceHandle) -> int | None:
-    try:
-        return int(nvml.nvmlDeviceGetUtilizationRates(device.handle).gpu)
-    except nvml.NVMLError:
-        return None
-
-
-def _read_processes(
-    nvml: Any, device: _DeviceHandle, labeller: _ProcessLabeller
+def _read_labelled_processes(
+    nvml: Any, device: NvmlDevice, labeller: _ProcessLabeller
 ) -> tuple[tuple[GpuProcess, ...], str | None]:
-    used_by_pid: dict[int, int | None] = {}
     try:
-        listed = list(nvml.nvmlDeviceGetComputeRunningProcesses(device.handle))
-        listed += nvml.nvmlDeviceGetGraphicsRunningProcesses(device.handle)
+        used_by_pid = read_processes(nvml, device)
     except nvml.NVMLError as error:
         return (), str(error)
-    for info in listed:
-        used = info.usedGpuMemory
-        previous = used_by_pid.get(info.pid)
-        # A process using both compute and graphics is listed twice with the same memory.
-        if info.pid not in used_by_pid or (used is not None and (previous or 0) < used):
-            used_by_pid[info.pid] = None if used is None else int(used)
     processes = []
     for pid, used in used_by_pid.items():
         label = labeller.label(pid)
@@ -363,15 +302,15 @@ def _read_processes(
     return tuple(processes), None
 
 
-def _read_device(nvml: Any, device: _DeviceHandle, labeller: _ProcessLabeller) -> GpuDevice:
-    used, total = _read_memory(nvml, device)
-    processes, processes_error = _read_processes(nvml, device, labeller)
+def _read_device(nvml: Any, device: NvmlDevice, labeller: _ProcessLabeller) -> GpuDevice:
+    used, total = read_memory(nvml, device)
+    processes, processes_error = _read_labelled_processes(nvml, device, labeller)
     return GpuDevice(
         index=device.index,
         name=device.name,
         used_bytes=used,
         total_bytes=total,
-        utilization_percent=_read_utilization(nvml, device),
+        utilization_percent=read_utilization(nvml, device),
         processes=processes,
         processes_error=processes_error,
     )
