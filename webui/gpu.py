@@ -7,8 +7,8 @@ Every open tab asks `snapshot()` once a second; only the sampler thread talks to
 N viewers cost the same NVML reads as one. Memory comes from `nvmlDeviceGetMemoryInfo` v2,
 whose `used` leaves out driver-reserved memory and so matches `nvidia-smi`; v1 is the
 fallback for old drivers. GPU processes are labelled with psutil, and those whose name or
-command line mentions vLLM (its engine core retitles itself `VLLM::EngineCore`) or that
-descend from the server's pid are marked as vLLM.
+command line mentions vLLM (its engine core retitles itself `VLLM::EngineCore`) are marked
+as vLLM: the page knows the server by its URL only, never by a pid.
 
 Without an NVIDIA driver (or without nvidia-ml-py) snapshots say `available=False` with the
 reason in plain words; nothing raises.
@@ -46,9 +46,6 @@ class GpuSamplerConfig:
 
     history_s: float = 300.0
     """Seconds of memory history kept for the plot: five minutes shows a load test's shape."""
-
-    server_pid: int | None = None
-    """The vLLM server's pid when known: its descendants (the engine core) count as vLLM."""
 
 
 @dataclass(frozen=True)
@@ -115,7 +112,6 @@ class _ProcessLabel:
 class _ProcessLabeller:
     """Names GPU processes and marks vLLM's; caches per pid while the pid stays on the GPU."""
 
-    server_pid: int | None
     nvml: Any
     cache: dict[int, _ProcessLabel] = field(default_factory=dict)
 
@@ -139,21 +135,18 @@ class _ProcessLabeller:
             process = psutil.Process(pid)
             name = process.name()
             cmdline = " ".join(process.cmdline())
-            ancestors = {parent.pid for parent in process.parents()}
         except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
             # NVML reports host pids; a page inside a container may not see them.
             return self._describe_with_nvml(pid)
         is_vllm = _mentions_vllm(name) or _mentions_vllm(cmdline)
-        if self.server_pid is not None:
-            is_vllm = is_vllm or pid == self.server_pid or self.server_pid in ancestors
         return _ProcessLabel(name=name or f"pid {pid}", is_vllm=is_vllm)
 
     def _describe_with_nvml(self, pid: int) -> _ProcessLabel:
         try:
             name = str(self.nvml.nvmlSystemGetProcessName(pid))
         except self.nvml.NVMLError:
-            return _ProcessLabel(name=f"pid {pid}", is_vllm=pid == self.server_pid)
-        return _ProcessLabel(name=name, is_vllm=_mentions_vllm(name) or pid == self.server_pid)
+            return _ProcessLabel(name=f"pid {pid}", is_vllm=False)
+        return _ProcessLabel(name=name, is_vllm=_mentions_vllm(name))
 
 
 def _mentions_vllm(text: str) -> bool:
@@ -261,7 +254,7 @@ class GpuSampler:
             self._publish(self._unavailable("The NVIDIA driver is loaded but sees no GPU"))
             return
         names = tuple(device.name for device in devices)
-        labeller = _ProcessLabeller(server_pid=self.config.server_pid, nvml=nvml)
+        labeller = _ProcessLabeller(nvml=nvml)
         while True:
             try:
                 self._publish(self._sample(nvml, devices, labeller))
