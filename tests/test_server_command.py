@@ -47,9 +47,10 @@ def test_qwen3_profiles_load_the_checkpoint_as_a_scorer_with_its_template(name: 
 def test_fp8_profile_quantizes_online() -> None:
     argv = build_command(get_profile("qwen3-4b-fp8"), ServeOptions()).argv
     assert flag(argv, "--quantization") == "fp8"
-    assert flag(argv, "--kv-cache-dtype") == "fp8"
-    # 12288 tokens at 36 layers x 8 heads x 128 dims x (K, V) x 1 byte: the H100-measured value.
-    assert flag(argv, "--kv-cache-memory-bytes") == "905969664"
+    # The KV cache stays in the model's bf16 (no calibrated fp8 KV scales exist; issue 12).
+    assert "--kv-cache-dtype" not in argv
+    # 12288 tokens at 36 layers x 8 heads x 128 dims x (K, V) x 2 bytes.
+    assert flag(argv, "--kv-cache-memory-bytes") == str(12288 * 36 * 8 * 128 * 2 * 2)
     assert "--quantization" not in build_command(get_profile("qwen3-4b"), ServeOptions()).argv
 
 
