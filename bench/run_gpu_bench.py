@@ -21,6 +21,7 @@ serve:    --configs A,B     built-in configurations (bench/configs.py): vllm-def
                             common-advice, qwen3-4b, qwen3-4b-fp8
           --candidate JSON  a tuning candidate: {"name", "profile", "memory_plan", "extra_args"};
                             candidates run first, then --configs in the order given
+          --candidates-file F  more candidates, one JSON object a line (after --candidate)
           --port N          server port (default 8123)
           --deadline-s S    skip configurations that would not finish S seconds after start
           --config-budget-s S  what one configuration is assumed to take (default 240)
@@ -231,7 +232,10 @@ def serve_one(
 def cmd_serve(args: argparse.Namespace) -> int:
     start = time.monotonic()
     # Candidates first, then the built-in configurations in the order given.
-    configs = [parse_candidate(text) for text in args.candidate]
+    texts = list(args.candidate)
+    if args.candidates_file:
+        texts += [line for line in args.candidates_file.read_text().splitlines() if line.strip().startswith("{")]
+    configs = [parse_candidate(text) for text in texts]
     configs += [BUILTIN[name] for name in args.configs.split(",") if name]
     jobs = build_jobs(_load_tokenizer(args.model_dir), _spec(args))
     records: list[dict[str, Any]] = []
@@ -282,6 +286,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--model-dir", type=Path, required=True)
     serve.add_argument("--configs", default="", help=f"comma-separated, of: {', '.join(BUILTIN)}")
     serve.add_argument("--candidate", action="append", default=[], help="JSON of a tuning candidate")
+    serve.add_argument("--candidates-file", type=Path, help="tuning candidates, one JSON object a line")
     serve.add_argument("--port", type=int, default=8123)
     serve.add_argument("--deadline-s", type=float)
     serve.add_argument("--config-budget-s", type=float, default=240.0)
