@@ -87,8 +87,8 @@ def write_random_model(
         raise RuntimeError(f"built {params} parameters, expected {expected} for {name}")
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out_dir)
-    for name in ("tokenizer.json", "tokenizer_config.json"):
-        shutil.copy(tokenizer_dir / name, out_dir / name)
+    for filename in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(tokenizer_dir / filename, out_dir / filename)
     marker.write_text(json.dumps({"params": params, "seed": seed, "shapes_of": name}) + "\n")
     return out_dir
 

@@ -210,9 +210,10 @@ def _agreement_lines(records: list[dict[str, Any]]) -> list[str]:
         "",
         "Per query: Spearman's rho and the share of the reference's 10 best documents also in the "
         "other's 10 best (`bench/rank_agreement.py`). `single`: (a)'s 30 queries of 20 documents; "
-        "`agreement`: 8 fresh queries of 100 documents. Random weights give scores packed close "
-        "together (spread = median per-query standard deviation of the reference's scores), so "
-        "rounding swaps neighbours a trained model keeps apart: these figures overstate the error.",
+        "`agreement`: 8 fresh queries of 100 documents; spread = median per-query standard deviation "
+        "of the reference's scores. A random model has no notion of relevance, so rounding moves its "
+        "scores in arbitrary directions, where a trained reranker keeps relevant and irrelevant "
+        "documents far apart: on random weights these figures overstate the error.",
         "",
         "| config | set | queries x docs | Spearman mean / min | top-10 overlap mean / min | max abs diff | spread |",
         "|---|---|---|---|---|---|---|",

@@ -47,15 +47,16 @@ PROFILER_FLAGS = {
 """Kernels and annotations only: no Python stacks, no summary table, no API-server trace."""
 
 GPU_CATEGORIES = ("kernel", "gpu_memcpy", "gpu_memset")
-CLASSES: tuple[tuple[str, re.Pattern[str]], ...] = (
-    ("attention", re.compile(r"flash|fmha|attn|attention|reshape_and_cache|paged|softmax", re.IGNORECASE)),
-    ("fp8 quantization", re.compile(r"quant|fp8|float8|e4m3|scaled_fp8", re.IGNORECASE)),
-    (
-        "matmul",
-        re.compile(r"gemm|cutlass|nvjet|sm90_xmma|cublas|wgmma|_mm_|scaled_mm|matmul|splitk", re.IGNORECASE),
-    ),
-)
-"""First match wins: FlashAttention kernels also run wgmma, CUTLASS fp8 GEMMs name no 'quant'."""
+ATTENTION = re.compile(r"flash|fmha|attn|attention|reshape_and_cache|paged", re.IGNORECASE)
+MATMUL = re.compile(r"gemm|nvjet|cutlass|xmma|cublas|wgmma|matmul|splitk", re.IGNORECASE)
+QUANT = re.compile(r"quant|fp8|float8|e4m3|abs_clamp|reciprocal", re.IGNORECASE)
+"""Inductor names a Triton kernel after the ops it fused: one that computes a dynamic fp8
+scale (abs, clamp, reciprocal) is fp8 quantization, fused with the norm or SiLU before it.
+No Triton kernel here is a GEMM (vLLM runs its GEMMs in cuBLAS / CUTLASS), although the
+quantizing ones carry "cutlass_scaled_mm" in their names; FlashAttention's kernels carry
+"cutlass" too, so attention is matched before matmul."""
+
+
 STEP_ANNOTATION = re.compile(r"^execute_context_(\d+)\((\d+)\)")
 """vLLM's worker annotates each engine step "execute_context_<requests>(<tokens>)_generation_...":
 the CPU range and, where kernels ran in it, the matching GPU range."""
@@ -69,7 +70,9 @@ def profiler_extra_args(trace_dir: Path) -> str:
 
 
 def classify(name: str) -> str:
-    for label, pattern in CLASSES:
+    if name.startswith("triton_"):
+        return "fp8 quantization" if QUANT.search(name) else "other kernels"
+    for label, pattern in (("attention", ATTENTION), ("matmul", MATMUL), ("fp8 quantization", QUANT)):
         if pattern.search(name):
             return label
     return "other kernels"

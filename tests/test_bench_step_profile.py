@@ -22,6 +22,14 @@ def test_kernel_names_fall_in_the_expected_classes() -> None:
     assert classify("void vllm::reshape_and_cache_flash_kernel<__nv_bfloat16>") == "attention"
     assert classify("void vllm::dynamic_per_token_scaled_fp8_quant_kernel<c10::BFloat16>") == "fp8 quantization"
     assert classify("triton_red_fused__to_copy_add_mean_mul_pow_rsqrt_0") == "other kernels"
+    # Names seen in vLLM 0.26's fp8 trace on an H200: a CUTLASS fp8 GEMM, and Inductor's
+    # kernel that fuses SiLU with the dynamic per-token fp8 quantization of its output.
+    assert classify("void cutlass::device_kernel<vllm::cutlass_3x_gemm_sm90_fp8<cutlass::float_e4m3_t>>") == "matmul"
+    fused = "triton_red_fused__to_copy_abs_clamp_cutlass_scaled_mm_div_max_mul_reciprocal_silu_slice_unsqueeze_2"
+    assert classify(fused) == "fp8 quantization"
+    assert (
+        classify("void cutlass::device_kernel<flash::enable_sm90_or_later<flash::FlashAttnFwdSm90<>>>") == "attention"
+    )
 
 
 def test_shares_gaps_and_matmul_rate_of_a_two_step_trace(tmp_path: Path) -> None:
