@@ -3,20 +3,22 @@ the project's own launcher and measure memory and speed against vLLM's defaults.
 
 On a GPU host with vLLM installed (offline: bench/install_offline.sh), from the repo root:
 
-    # 1. matmul rate, a random-weight 4B model (if no real one), the transformers peer
+    # 1. matmul rates (8192^3 and the 4B's layer shapes), a random-weight 4B model (if no
+    #    real one), the transformers peer
     python -m bench.run_gpu_bench prepare --model-dir /tmp/qwen3-4b-random \
         --tokenizer DIR --out OUT
     # 2. each configuration in turn (server started, measured, stopped)
     python -m bench.run_gpu_bench serve --model-dir /tmp/qwen3-4b-random --out OUT \
         --configs vllm-defaults,common-advice,qwen3-4b,qwen3-4b-fp8 [--candidate JSON ...]
     # 3. merge every OUT's records into the committed table
-    python -m bench.run_gpu_bench report OUT... --json bench/results/gpu-h100.json \
-        --markdown bench/results/gpu-h100.md
+    python -m bench.run_gpu_bench report OUT... --json bench/results/gpu-h200.json \
+        --markdown bench/results/gpu-h200.md [--notes NOTES.md]
 
 prepare:  --model-dir DIR   a Qwen3-Reranker-4B folder; built with random weights when
                             --tokenizer is given and DIR holds no model yet
           --tokenizer DIR   Qwen3 tokenizer files for the random model
           --skip-peer       do not run the model card's transformers code
+          --size 0.6b|4b|8b the published sibling whose shapes the random model takes
 serve:    --configs A,B     built-in configurations (bench/configs.py): vllm-defaults,
                             common-advice, qwen3-4b, qwen3-4b-fp8
           --candidate JSON  a tuning candidate: {"name", "profile", "memory_plan", "extra_args"};
@@ -29,7 +31,9 @@ serve:    --configs A,B     built-in configurations (bench/configs.py): vllm-def
                             panel with nvidia-smi (bench/page_check.py)
           --profile A,B     serve these with vLLM's torch profiler and, after the measurements,
                             profile (b) and (c) once more on fresh pairs (bench/step_profile.py)
-both:     --out DIR         records (<step>.json) and logs go here
+both:     --out DIR         records (<step>.json), scores (scores-<config>.json), logs and
+                            traces go here
+report:   also computes each configuration's rank agreement with qwen3-4b from the scores
 
 Nothing else may use the GPU meanwhile: memory peaks are whole-device NVML readings
 above the idle level measured just before each server starts.
