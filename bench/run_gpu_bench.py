@@ -3,30 +3,37 @@ the project's own launcher and measure memory and speed against vLLM's defaults.
 
 On a GPU host with vLLM installed (offline: bench/install_offline.sh), from the repo root:
 
-    # 1. matmul rate, a random-weight 4B model (if no real one), the transformers peer
+    # 1. matmul rates (8192^3 and the 4B's layer shapes), a random-weight 4B model (if no
+    #    real one), the transformers peer
     python -m bench.run_gpu_bench prepare --model-dir /tmp/qwen3-4b-random \
         --tokenizer DIR --out OUT
     # 2. each configuration in turn (server started, measured, stopped)
     python -m bench.run_gpu_bench serve --model-dir /tmp/qwen3-4b-random --out OUT \
         --configs vllm-defaults,common-advice,qwen3-4b,qwen3-4b-fp8 [--candidate JSON ...]
     # 3. merge every OUT's records into the committed table
-    python -m bench.run_gpu_bench report OUT... --json bench/results/gpu-h100.json \
-        --markdown bench/results/gpu-h100.md
+    python -m bench.run_gpu_bench report OUT... --json bench/results/gpu-h200.json \
+        --markdown bench/results/gpu-h200.md [--notes NOTES.md]
 
 prepare:  --model-dir DIR   a Qwen3-Reranker-4B folder; built with random weights when
                             --tokenizer is given and DIR holds no model yet
           --tokenizer DIR   Qwen3 tokenizer files for the random model
           --skip-peer       do not run the model card's transformers code
+          --size 0.6b|4b|8b the published sibling whose shapes the random model takes
 serve:    --configs A,B     built-in configurations (bench/configs.py): vllm-defaults,
                             common-advice, qwen3-4b, qwen3-4b-fp8
           --candidate JSON  a tuning candidate: {"name", "profile", "memory_plan", "extra_args"};
                             candidates run first, then --configs in the order given
+          --candidates-file F  more candidates, one JSON object a line (after --candidate)
           --port N          server port (default 8123)
           --deadline-s S    skip configurations that would not finish S seconds after start
           --config-budget-s S  what one configuration is assumed to take (default 240)
           --page-check NAME run the page on the host while NAME is served and compare its GPU
                             panel with nvidia-smi (bench/page_check.py)
-both:     --out DIR         records (<step>.json) and logs go here
+          --profile A,B     serve these with vLLM's torch profiler and, after the measurements,
+                            profile (b) and (c) once more on fresh pairs (bench/step_profile.py)
+both:     --out DIR         records (<step>.json), scores (scores-<config>.json), logs and
+                            traces go here
+report:   also computes each configuration's rank agreement with qwen3-4b from the scores
 
 Nothing else may use the GPU meanwhile: memory peaks are whole-device NVML readings
 above the idle level measured just before each server starts.
@@ -49,12 +56,11 @@ from typing import Any
 from bench.configs import BUILTIN, BenchConfig, parse_candidate
 from bench.gpu_memory import MemorySampler
 from bench.server_process import ServerProcess, ServerStartError, vllm_command
+from bench.step_profile import profile_window, profiler_extra_args
 from bench.workloads import WorkloadSpec, build_jobs, measure_peer, measure_server
 
 REPO = Path(__file__).resolve().parent.parent
-WEIGHTS_NOTE = (
-    "random weights with the exact shapes of Qwen/Qwen3-Reranker-4B (same memory and speed; scores meaningless)"
-)
+WEIGHTS_NOTE = "random weights with the exact shapes of {} (same memory and speed; scores meaningless)"
 
 
 def _version(name: str) -> str | None:
@@ -84,7 +90,8 @@ def _spec(args: argparse.Namespace) -> WorkloadSpec:
     # A smoke test of the whole path (e.g. on a CPU host with a tiny model), not a measurement.
     return WorkloadSpec(
         single_requests=3, burst_requests=8, big_docs=10, big_doc_tokens=100, big_requests=2,
-        peer_burst_requests=2, peer_big_requests=1,
+        peer_burst_requests=2, peer_big_requests=1, agreement_requests=2, agreement_docs=10,
+        profile_burst_requests=4, profile_big_requests=1,
     )  # fmt: skip
 
 
@@ -100,13 +107,24 @@ def _write(out: Path, name: str, records: list[dict[str, Any]]) -> None:
 
 
 def _weights_note(model_dir: Path) -> str:
-    return WEIGHTS_NOTE if (model_dir / "random-weights.json").is_file() else f"weights from {model_dir}"
+    marker = model_dir / "random-weights.json"
+    if not marker.is_file():
+        return f"weights from {model_dir}"
+    return WEIGHTS_NOTE.format(json.loads(marker.read_text()).get("shapes_of", "Qwen/Qwen3-Reranker-4B"))
+
+
+def gflop_per_token(model_dir: Path) -> float:
+    """Matmul work per computed token: 2 x the parameters vLLM loads, less the embedding lookup."""
+    from server.models import shape_from_config
+
+    shape = shape_from_config(model_dir)
+    return 2 * (shape.num_params - shape.vocab_size * shape.hidden_size) / 1e9
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
     import torch
 
-    from bench.matmul_rate import matmul_tflops
+    from bench.matmul_rate import matmul_tflops, shape_tflops
     from bench.peer_transformers import CardReranker
     from bench.random_model import write_random_model
 
@@ -118,13 +136,15 @@ def cmd_prepare(args: argparse.Namespace) -> int:
         if device == "cuda":
             start = time.perf_counter()
             rates = matmul_tflops()
-            print(f"matmul: {rates} ({time.perf_counter() - start:.0f} s)", flush=True)
-            _write(args.out, "machine", [{"config": "machine", **facts, "matmul_tflops": rates}])
+            shapes = shape_tflops()
+            print(f"matmul: {rates}; at the 4B's shapes: {shapes} ({time.perf_counter() - start:.0f} s)", flush=True)
+            record = {"config": "machine", **facts, "matmul_tflops": rates, "matmul_shapes_tflops": shapes}
+            _write(args.out, "machine", [record])
         if not (args.model_dir / "config.json").is_file():
             if args.tokenizer is None:
                 raise SystemExit(f"error: {args.model_dir} holds no model; pass --tokenizer to build a random one")
             start = time.perf_counter()
-            write_random_model(args.model_dir, args.tokenizer, device)
+            write_random_model(args.model_dir, args.tokenizer, device, size=args.size)
             print(f"random model: {time.perf_counter() - start:.0f} s", flush=True)
         if args.skip_peer:
             return 0
@@ -150,6 +170,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
         }
         _write(args.out, "transformers", [record])
         (args.out / "reference-scores.json").write_text(json.dumps(scores) + "\n")
+        (args.out / "scores-transformers.json").write_text(json.dumps({"single": scores}) + "\n")
         print(json.dumps(record), flush=True)
     return 0
 
@@ -165,6 +186,11 @@ def _score_diff(scores: list[list[float]], reference: Path) -> float | None:
 def serve_one(
     config: BenchConfig, args: argparse.Namespace, sampler: MemorySampler, jobs: Any, facts: dict[str, Any]
 ) -> dict[str, Any]:
+    profiled = config.name in args.profile.split(",")
+    trace_dir = (args.out / "traces" / config.name).resolve()
+    if profiled:
+        extra = f"{config.extra_args} {profiler_extra_args(trace_dir)}".strip()
+        config = BenchConfig(config.name, config.profile, config.memory_plan, extra, config.description)
     serve_args = [*config.serve_args(), "--model", str(args.model_dir)]
     record: dict[str, Any] = {
         "config": config.name,
@@ -185,9 +211,16 @@ def serve_one(
         record["startup_s"] = round(served.startup_s, 1)
         record["startup_peak_mib"] = sampler.peak_mib("startup")
         sampler.phase("load")
-        figures, scores = measure_server(served.url, str(args.model_dir), jobs, _spec(args))
+        gflop = gflop_per_token(args.model_dir)
+        figures, scores = measure_server(served.url, str(args.model_dir), jobs, _spec(args), gflop)
+        record["gflop_per_token"] = round(gflop, 3)
         record.update(figures)
         record["load_peak_mib"] = sampler.peak_mib("load")
+        if profiled:
+            record["step_profile"] = {
+                "burst": profile_window(served.url, str(args.model_dir), jobs.profile_burst, 8, trace_dir, gflop),
+                "big": profile_window(served.url, str(args.model_dir), jobs.profile_big, 2, trace_dir, gflop),
+            }
         if args.page_check == config.name:
             from bench.page_check import check_page
 
@@ -195,14 +228,18 @@ def serve_one(
         sampler.phase(None)
     peaks = [p for p in (record["startup_peak_mib"], record["load_peak_mib"]) if p is not None]
     record["peak_mib"] = max(peaks) if peaks else None
-    record["score_max_abs_diff"] = _score_diff(scores, args.out / "reference-scores.json")
+    record["score_max_abs_diff"] = _score_diff(scores["single"], args.out / "reference-scores.json")
+    (args.out / f"scores-{config.name}.json").write_text(json.dumps(scores) + "\n")
     return record
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
     start = time.monotonic()
     # Candidates first, then the built-in configurations in the order given.
-    configs = [parse_candidate(text) for text in args.candidate]
+    texts = list(args.candidate)
+    if args.candidates_file:
+        texts += [line for line in args.candidates_file.read_text().splitlines() if line.strip().startswith("{")]
+    configs = [parse_candidate(text) for text in texts]
     configs += [BUILTIN[name] for name in args.configs.split(",") if name]
     jobs = build_jobs(_load_tokenizer(args.model_dir), _spec(args))
     records: list[dict[str, Any]] = []
@@ -227,13 +264,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from bench.report import merge_records, render_markdown
+    from bench.report import add_rank_agreement, merge_records, render_markdown
 
     records = merge_records(args.dirs)
+    add_rank_agreement(records, args.dirs)
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(records, indent=1) + "\n")
     notes = args.notes.read_text() if args.notes else ""
-    args.markdown.write_text(render_markdown(records, notes))
+    args.markdown.write_text(render_markdown(records, notes, args.json.name))
     print(args.markdown.read_text())
     return 0
 
@@ -245,22 +283,25 @@ def build_parser() -> argparse.ArgumentParser:
     prepare.add_argument("--model-dir", type=Path, required=True)
     prepare.add_argument("--tokenizer", type=Path)
     prepare.add_argument("--skip-peer", action="store_true")
+    prepare.add_argument("--size", choices=("0.6b", "4b", "8b"), default="4b", help="shapes of the random model")
     prepare.add_argument("--out", type=Path, required=True)
     prepare.add_argument("--quick", action="store_true", help="tiny workloads: a smoke test, not a measurement")
     serve = sub.add_parser("serve", help="serve and measure each configuration in turn")
     serve.add_argument("--model-dir", type=Path, required=True)
     serve.add_argument("--configs", default="", help=f"comma-separated, of: {', '.join(BUILTIN)}")
     serve.add_argument("--candidate", action="append", default=[], help="JSON of a tuning candidate")
+    serve.add_argument("--candidates-file", type=Path, help="tuning candidates, one JSON object a line")
     serve.add_argument("--port", type=int, default=8123)
     serve.add_argument("--deadline-s", type=float)
     serve.add_argument("--config-budget-s", type=float, default=240.0)
     serve.add_argument("--page-check", metavar="CONFIG")
+    serve.add_argument("--profile", default="", metavar="A,B", help="configurations to profile (step shares)")
     serve.add_argument("--out", type=Path, required=True)
     serve.add_argument("--quick", action="store_true", help="tiny workloads: a smoke test, not a measurement")
     report = sub.add_parser("report", help="merge records into the committed JSON and markdown")
     report.add_argument("dirs", type=Path, nargs="+")
-    report.add_argument("--json", type=Path, default=REPO / "bench" / "results" / "gpu-h100.json")
-    report.add_argument("--markdown", type=Path, default=REPO / "bench" / "results" / "gpu-h100.md")
+    report.add_argument("--json", type=Path, required=True, help="e.g. bench/results/gpu-h200.json")
+    report.add_argument("--markdown", type=Path, required=True, help="e.g. bench/results/gpu-h200.md")
     report.add_argument("--notes", type=Path, help="hand-written markdown appended to the table")
     return parser
 

@@ -4,6 +4,11 @@ transformers peer see the same pairs.
 (a) single: one client, requests of 20 documents: latency p50/p95.
 (b) burst: 8 concurrent clients, requests of 20 documents: pairs/s and latency p50/p95.
 (c) big: requests of 100 documents of ~500 tokens: pairs/s.
+
+Two more sets, with their own seeds so the prefix cache has never seen them: `agreement`
+(requests of 100 documents, one client, so scores come back in job order) gives every
+configuration's rankings for bench/rank_agreement.py; `profile_burst` and `profile_big`
+are (b) and (c) again for the step profile (bench/step_profile.py).
 """
 
 from __future__ import annotations
@@ -48,6 +53,12 @@ class WorkloadSpec:
     peer_burst_requests: int = 24
     """The transformers peer runs the first requests of (b) only: it is slow."""
     peer_big_requests: int = 2
+    agreement_requests: int = 8
+    """Queries of 100 documents (~270 tokens per pair) whose rankings are compared."""
+    agreement_docs: int = 100
+    profile_burst_requests: int = 48
+    """Half of (b): ~3 s of engine steps is plenty for a trace and keeps it small."""
+    profile_big_requests: int = 4
 
 
 @dataclass(frozen=True)
@@ -56,6 +67,9 @@ class Jobs:
     single: list[RerankJob]
     burst: list[RerankJob]
     big: list[RerankJob]
+    agreement: list[RerankJob]
+    profile_burst: list[RerankJob]
+    profile_big: list[RerankJob]
 
 
 def build_jobs(tokenizer: Any, spec: WorkloadSpec) -> Jobs:
@@ -65,6 +79,9 @@ def build_jobs(tokenizer: Any, spec: WorkloadSpec) -> Jobs:
         single=make_jobs(tokenizer, spec.single_requests, spec.single_docs, spec.doc_tokens, seed=1),
         burst=make_jobs(tokenizer, spec.burst_requests, spec.single_docs, spec.doc_tokens, seed=2),
         big=make_jobs(tokenizer, spec.big_requests, spec.big_docs, spec.big_doc_tokens, seed=3),
+        agreement=make_jobs(tokenizer, spec.agreement_requests, spec.agreement_docs, spec.doc_tokens, seed=6),
+        profile_burst=make_jobs(tokenizer, spec.profile_burst_requests, spec.single_docs, spec.doc_tokens, seed=4),
+        profile_big=make_jobs(tokenizer, spec.profile_big_requests, spec.big_docs, spec.big_doc_tokens, seed=5),
     )
 
 
@@ -77,7 +94,9 @@ def cached_fraction(counters: dict[str, float]) -> float:
     return 0.0
 
 
-def _throughput(prefix: str, result: LoadResult, counters: dict[str, float]) -> dict[str, Any]:
+def _throughput(
+    prefix: str, result: LoadResult, counters: dict[str, float], gflop: float = GFLOP_PER_TOKEN
+) -> dict[str, Any]:
     cached = cached_fraction(counters)
     computed = result.prompt_tokens * (1 - cached)
     return {
@@ -87,7 +106,7 @@ def _throughput(prefix: str, result: LoadResult, counters: dict[str, float]) -> 
         f"{prefix}_pairs": result.pairs,
         f"{prefix}_tokens_per_pair": round(result.prompt_tokens / result.pairs, 1),
         f"{prefix}_prefix_cached_pct": round(100 * cached, 1),
-        f"{prefix}_tflops": round(computed * GFLOP_PER_TOKEN / result.wall_s / 1e3, 1),
+        f"{prefix}_tflops": round(computed * gflop / result.wall_s / 1e3, 1),
         f"{prefix}_counters": {k.removeprefix("vllm:"): v for k, v in counters.items()},
     }
 
@@ -97,8 +116,13 @@ def _delta(url: str, before: dict[str, float]) -> dict[str, float]:
     return {k: after[k] - before[k] for k in COUNTERS}
 
 
-def measure_server(url: str, model: str, jobs: Jobs, spec: WorkloadSpec) -> tuple[dict[str, Any], list[list[float]]]:
-    """Warm up, then (a), (b), (c). Returns the figures and the scores of (a)'s requests."""
+def measure_server(
+    url: str, model: str, jobs: Jobs, spec: WorkloadSpec, gflop: float = GFLOP_PER_TOKEN
+) -> tuple[dict[str, Any], dict[str, list[list[float]]]]:
+    """Warm up, then (a), (b), (c), then the agreement set.
+
+    Returns the figures and the scores, per job in document order, of (a) ("single") and
+    of the agreement set ("agreement")."""
     asyncio.run(run_load(url, model, jobs.warmup[:2], clients=1))
     asyncio.run(run_load(url, model, jobs.warmup, clients=spec.burst_clients))
 
@@ -115,10 +139,15 @@ def measure_server(url: str, model: str, jobs: Jobs, spec: WorkloadSpec) -> tupl
         "single_p95_ms": round(single.latency_ms(95), 1),
         "single_tokens_per_pair": round(single.prompt_tokens / single.pairs, 1),
     }
-    figures.update(_throughput("burst", burst, burst_counters))
-    figures.update(_throughput("big", big, big_counters))
+    figures.update(_throughput("burst", burst, burst_counters, gflop))
+    figures.update(_throughput("big", big, big_counters, gflop))
+    agreement = asyncio.run(run_load(url, model, jobs.agreement, clients=1))
     # Answers come back in completion order; with one client that is the jobs' order.
-    return figures, [list(a.scores) for a in single.answers]
+    scores = {
+        "single": [list(a.scores) for a in single.answers],
+        "agreement": [list(a.scores) for a in agreement.answers],
+    }
+    return figures, scores
 
 
 def measure_peer(peer: CardReranker, jobs: Jobs, spec: WorkloadSpec) -> tuple[dict[str, Any], list[list[float]]]:

@@ -103,6 +103,8 @@ def build_command(profile: Profile, options: ServeOptions) -> ServeCommand:
         argv += ["--quantization", profile.quantization]
     if profile.kv_cache_dtype != "auto":
         argv += ["--kv-cache-dtype", profile.kv_cache_dtype]
+    if profile.async_scheduling:
+        argv.append("--async-scheduling")
     if profile.data_parallel_size != 1:
         replicas = profile.data_parallel_size or options.num_gpus
         argv += ["--data-parallel-size", str(replicas)]

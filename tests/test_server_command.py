@@ -47,10 +47,15 @@ def test_qwen3_profiles_load_the_checkpoint_as_a_scorer_with_its_template(name: 
 def test_fp8_profile_quantizes_online() -> None:
     argv = build_command(get_profile("qwen3-4b-fp8"), ServeOptions()).argv
     assert flag(argv, "--quantization") == "fp8"
-    assert flag(argv, "--kv-cache-dtype") == "fp8"
-    # 12288 tokens at 36 layers x 8 heads x 128 dims x (K, V) x 1 byte: the H100-measured value.
-    assert flag(argv, "--kv-cache-memory-bytes") == "905969664"
-    assert "--quantization" not in build_command(get_profile("qwen3-4b"), ServeOptions()).argv
+    # The KV cache stays in the model's bf16 (no calibrated fp8 KV scales exist; issue 12).
+    assert "--kv-cache-dtype" not in argv
+    # 12288 tokens at 36 layers x 8 heads x 128 dims x (K, V) x 2 bytes.
+    assert flag(argv, "--kv-cache-memory-bytes") == str(12288 * 36 * 8 * 128 * 2 * 2)
+    # Async scheduling measured +9.6% / +5.3% for fp8 on an H200, below 5% on (c) for bf16.
+    assert "--async-scheduling" in argv
+    bf16 = build_command(get_profile("qwen3-4b"), ServeOptions()).argv
+    assert "--quantization" not in bf16
+    assert "--async-scheduling" not in bf16
 
 
 def test_cpu_profile_serves_the_bundled_minilm_offline() -> None:
