@@ -1,4 +1,4 @@
-"""`python -m server {serve,plan,wait,profiles}`: start vLLM right for a reranker.
+"""`python -m server {serve,plan,wait,profiles,launch}`: start vLLM right for a reranker.
 
 Every option of `serve` and `plan` also reads an environment variable (named in its
 help); a flag wins over the variable, the variable over the default.
@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
 
+from server import supervisor
 from server.bundled import BundledModelError
 from server.command import LOOPBACK_HOSTS, ServeOptions, build_command, memory_flags, plan_for
 from server.hardware import detect_gpus
@@ -89,6 +90,10 @@ def build_parser() -> argparse.ArgumentParser:
     wait.add_argument("--pid", type=int, help="server process: fail at once if it dies")
 
     sub.add_parser("profiles", help="list the profiles")
+
+    launch = sub.add_parser("launch", help="start vLLM and the page and supervise both (what ./launch.sh runs)")
+    _add_profile_options(launch)
+    supervisor.add_arguments(launch)
     return parser
 
 
@@ -178,9 +183,16 @@ def cmd_profiles(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_launch(args: argparse.Namespace) -> int:
+    name, options = _options(args)
+    return supervisor.launch(args, name, options)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    handlers = {"serve": cmd_serve, "plan": cmd_plan, "wait": cmd_wait, "profiles": cmd_profiles}
+    handlers = {
+        "serve": cmd_serve, "plan": cmd_plan, "wait": cmd_wait, "profiles": cmd_profiles, "launch": cmd_launch,
+    }  # fmt: skip
     try:
         return handlers[args.command](args)
     except (StartupError, PlanError, UnknownProfileError, BundledModelError) as exc:
