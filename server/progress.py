@@ -11,13 +11,13 @@ import threading
 import time
 
 PHASES: tuple[tuple[str, re.Pattern[str]], ...] = (
+    ("starting its engine", re.compile(r"Initializing a V1 LLM engine")),
     ("loading the model", re.compile(r"Starting to load model|Loading weights took|Loading safetensors")),
     (
         "warming up",  # and compiling, unless --enforce-eager: StartupProgress says which
-        re.compile(r"Warming up model for the compilation|Compiling a graph|torch\.compile|Dynamo bytecode"),
+        re.compile(r"Warming up model|Compiling a graph|Dynamo bytecode transform"),
     ),
     ("capturing CUDA graphs", re.compile(r"Capturing CUDA graphs")),
-    ("starting its API", re.compile(r"Starting vLLM (API )?server on|Available routes are")),
 )
 """(what the console says, the log line that starts it), in the order vLLM goes through them."""
 
