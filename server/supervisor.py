@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import IO
 
 from server.command import ServeOptions, build_command, plan_for
-from server.failures import diagnose
+from server.failures import UNKNOWN_CAUSE, diagnose
 from server.health import is_healthy
 from server.plan import GIB
 from server.process import REPO_ROOT, ChildProcess, StartupError, check_port_free, child_env, stop_children
@@ -327,7 +327,7 @@ class Supervisor:
             if code is not None:
                 self.vllm.finish()
                 self.console.say(
-                    f"vLLM exited (code {code}: {diagnose(self.vllm.last_run_log())}); "
+                    f"vLLM exited ({exit_cause(code, self.vllm.last_run_log())}); "
                     f"restarting in {backoff:.0f} s; its log: {self._shown(self.vllm_log)}"
                 )
                 self._pause(backoff)
@@ -352,6 +352,13 @@ class Supervisor:
         with contextlib.suppress(ValueError):
             return str(path.resolve().relative_to(Path.cwd().resolve()))
         return str(path)
+
+
+def exit_cause(code: int, log_text: str) -> str:
+    """'killed by SIGKILL' or 'code 1', and the cause from the log when it is a known one."""
+    how = f"killed by {signal.Signals(-code).name}" if code < 0 else f"code {code}"
+    cause = diagnose(log_text)
+    return how if cause.startswith(UNKNOWN_CAUSE) else f"{how}: {cause}"
 
 
 def profile_reason(profile: Profile, asked: bool, model: str | None) -> str:
