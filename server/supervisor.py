@@ -342,8 +342,8 @@ class Supervisor:
     def _stop(self, code: int) -> int:
         """Both children at once: SIGTERM to each group, SIGKILL after the grace period."""
         children = [c for c in (self.page, self.vllm) if c is not None]
-        if any(c.poll() is None for c in children):
-            self.console.say("stopping")
+        if self.stop_signal is not None and any(c.poll() is None for c in children):
+            self.console.say("stopping")  # after a failure its line is the last thing said
         stop_children(children, STOP_GRACE_S)
         return code
 

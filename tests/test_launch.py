@@ -309,3 +309,18 @@ def test_an_external_server_that_is_down_fails_in_one_line(tmp_path: Path) -> No
     lines = out.stderr.strip().splitlines()
     assert lines[-1] == f"launch: {url} is not a usable reranker server"
     assert lines[-2] == f"error: The rerank server at {url} is not reachable: it is starting up or down."
+
+
+def test_a_vllm_that_cannot_start_is_explained_in_a_few_lines(tmp_path: Path) -> None:
+    server_port = free_port()
+    out = subprocess.run(
+        ["./launch.sh", "--server-port", str(server_port), "--port", str(free_port())],
+        cwd=REPO_ROOT, env=launch_env(RERANK_LOG_DIR=str(tmp_path), RERANK_VLLM_ARGS="--no-such-flag 1"),
+        stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=START_DEADLINE_S,
+    )  # fmt: skip
+    assert out.returncode == 1
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) <= CONSOLE_BUDGET, out.stderr
+    assert lines[-1].startswith("launch: vLLM exited during startup (code 2): vLLM rejected a flag (see --extra-args)")
+    assert lines[-1].endswith(f"; log: {tmp_path / f'vllm-{server_port}.log'}")
+    assert any("unrecognized arguments: --no-such-flag" in line for line in lines[:-1]), out.stderr
