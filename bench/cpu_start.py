@@ -17,6 +17,7 @@ recorded beside each one.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import random
@@ -112,6 +113,41 @@ def time_requests(url: str, model: str, docs: list[str], repeats: int) -> list[f
     return times
 
 
+def side_by_side(names: list[str], config: StartConfig, docs: list[str], workdir: Path) -> dict[str, Any]:
+    """Per-request seconds of several configurations served at once, each round asking every
+    one in turn, so that the background load (other jobs on these cores) hits all alike."""
+    saved = dict(os.environ)
+    with contextlib.ExitStack() as stack:
+        served = {}
+        for name in names:
+            args, env = CONFIGS[name]
+            os.environ.clear()
+            os.environ.update(saved, **env)
+            log = workdir / f"side-{name.replace(' ', '_').replace(',', '')}.log"
+            served[name] = stack.enter_context(ServedConfig(["--profile", "cpu", *args], free_port(), log, REPO))
+        os.environ.clear()
+        os.environ.update(saved)
+        model = httpx.get(f"{served[names[0]].url}/v1/models", timeout=10).json()["data"][0]["id"]
+        payload = {"model": model, "query": QUERY, "documents": docs}
+        times: dict[str, list[float]] = {name: [] for name in names}
+        loads = []
+        with httpx.Client(timeout=120) as client:
+            for index in range(config.repeats + 2):
+                for name in names:
+                    start = time.perf_counter()
+                    client.post(f"{served[name].url}/v1/rerank", json=payload).raise_for_status()
+                    if index >= 2:  # the first two pay for lazy set-up, not for the model
+                        times[name].append(time.perf_counter() - start)
+                loads.append(os.getloadavg()[0])
+    return {
+        name: {
+            "median_s": round(statistics.median(t), 3),
+            "p90_s": round(sorted(t)[int(0.9 * (len(t) - 1))], 3),
+        }
+        for name, t in times.items()
+    } | {"load_min": round(min(loads), 2), "load_max": round(max(loads), 2)}
+
+
 def measure(name: str, config: StartConfig, docs: list[str], workdir: Path) -> dict[str, Any]:
     args, env = CONFIGS[name]
     cache = Path(tempfile.mkdtemp(prefix="cache-", dir=workdir))
@@ -190,10 +226,32 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--configs", nargs="+", choices=list(CONFIGS), default=list(CONFIGS))
     parser.add_argument("--repeats", type=int, default=StartConfig.repeats)
+    parser.add_argument(
+        "--side-by-side",
+        nargs="+",
+        choices=list(CONFIGS),
+        default=[],
+        metavar="CONFIG",
+        help="only compare the per-request time of these, served at once",
+    )
     parser.add_argument("--out-dir", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     config = StartConfig(configs=tuple(args.configs), repeats=args.repeats)
     docs = documents(config)
+    if args.side_by_side:
+        with tempfile.TemporaryDirectory(prefix="cpu-start-") as tmp:
+            compared = side_by_side(args.side_by_side, config, docs, Path(tmp))
+        record: dict[str, Any] = {
+            "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+            "machine": machine(),
+            "versions": versions(),
+            "config": asdict(config),
+            "side_by_side": compared,
+        }
+        print(json.dumps(record, indent=2))
+        args.out_dir.mkdir(parents=True, exist_ok=True)
+        (args.out_dir / "cpu-request-compile-vs-eager.json").write_text(json.dumps(record, indent=2) + "\n")
+        return 0
     with tempfile.TemporaryDirectory(prefix="cpu-start-") as tmp:
         rows = [measure(name, config, docs, Path(tmp)) for name in config.configs]
     record = {
