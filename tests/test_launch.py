@@ -57,12 +57,8 @@ def rank_through_page(page_port: int) -> list[list[object]]:
 
 def launch_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("RERANK_")}
-    # The tests' own virtualenv, so that launch.sh finds it installed and starts at once;
-    # eager vLLM, as every test server (tests/conftest.py): the start is what is tested.
-    return {
-        **env, "RERANK_VENV": sys.prefix, "GRADIO_ANALYTICS_ENABLED": "False",
-        "RERANK_VLLM_ARGS": "--enforce-eager", **extra,
-    }  # fmt: skip
+    # The tests' own virtualenv, so that launch.sh finds it installed and starts at once.
+    return {**env, "RERANK_VENV": sys.prefix, "GRADIO_ANALYTICS_ENABLED": "False", **extra}
 
 
 def _as_a_background_job() -> None:
