@@ -64,13 +64,13 @@ class SanityResult:
             return (
                 f"warning: {model_id} looks like a Qwen3 reranker served without its prompt template "
                 f"(a pair costs {self.template_tokens} tokens beyond query and document, the template "
-                "adds about 60): its scores are meaningless; serve it with --chat-template (see README)"
+                "adds about 60): its scores are meaningless; serve it with --chat-template (README, Troubleshooting)"
             )
         if self.worst_margin < MIN_MARGIN:
             return (
                 f"warning: {model_id} does not rank plainly relevant documents first (margin "
                 f"{self.worst_margin:+.2f}, expected at least {MIN_MARGIN}): wrong model or missing template? "
-                "(see README, 'The score check')"
+                "(README, Troubleshooting)"
             )
         return None
 
