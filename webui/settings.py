@@ -142,7 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("--timeout", type=float, help="seconds per server call [env RERANK_TIMEOUT; default 120]")
     add("--api-key", help="server API key, sent as a Bearer token [env RERANK_API_KEY]")
     add("--profile-label", help="server profile shown on the page [env RERANK_PROFILE]")
-    add("--check-server", action="store_true", help="check that the server reranks, print one line, exit")
+    add("--check-server", action="store_true", help="check that the server reranks sensibly (warns if not), exit")
     return parser
 
 
