@@ -58,3 +58,15 @@ def wait_for_quiet(max_load: float, timeout_s: float) -> float:
     while load_average() > max_load and time.monotonic() < deadline:
         time.sleep(10)
     return load_average()
+
+
+def host_facts() -> dict[str, object]:
+    """What a CPU figure needs said about its machine."""
+    return {
+        "cpu_model": cpu_model(),
+        "cores_usable": len(os.sched_getaffinity(0)),
+        "ram_gib": ram_gib(),
+        "avx512_bf16": has_cpu_flag("avx512_bf16"),
+        "python": platform.python_version(),
+        "kernel": platform.release(),
+    }

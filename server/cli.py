@@ -1,4 +1,4 @@
-"""`python -m server {serve,plan,wait,profiles}`: start vLLM right for a reranker.
+"""`python -m server {serve,plan,wait,profiles,launch}`: start vLLM right for a reranker.
 
 Every option of `serve` and `plan` also reads an environment variable (named in its
 help); a flag wins over the variable, the variable over the default.
@@ -14,6 +14,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from server import supervisor
 from server.bundled import BundledModelError
 from server.command import LOOPBACK_HOSTS, ServeOptions, build_command, memory_flags, plan_for
 from server.contract import Limits
@@ -92,7 +93,14 @@ def build_parser() -> EnvArgumentParser:
     wait.add_argument("--pid", type=int, help="server process: fail at once if it dies")
 
     sub.add_parser("profiles", help="list the profiles")
+
+    launch = sub.add_parser("launch", help="start vLLM and the page and supervise both (what ./launch.sh runs)")
+    _add_profile_options(launch)
+    supervisor.add_arguments(launch)
     return parser
+
+
+SERVE_ONLY = ("host", "port", "memory_plan", "extra_args", "api_key")
 
 
 def _options(args: argparse.Namespace) -> tuple[str, ServeOptions]:
@@ -107,15 +115,13 @@ def _options(args: argparse.Namespace) -> tuple[str, ServeOptions]:
         gpu_memory_gib=args.gpu_mem if args.gpu_mem is not None else detected,
         num_gpus=max(1, len(gpus)),
     )
-    if args.command == "serve":
-        options = dataclasses.replace(
-            options,
-            host=args.host,
-            port=args.port,
-            memory_plan=args.memory_plan == "on",
-            extra_args=tuple(shlex.split(args.extra_args)),
-            api_key=args.api_key,
-        )
+    # serve and launch have these; plan has none of them.
+    given = {name: value for name in SERVE_ONLY if (value := getattr(args, name, None)) is not None}
+    if "memory_plan" in given:
+        given["memory_plan"] = given["memory_plan"] == "on"
+    if "extra_args" in given:
+        given["extra_args"] = tuple(shlex.split(given["extra_args"]))
+    options = dataclasses.replace(options, **given)
     return profile, options
 
 
@@ -178,8 +184,15 @@ def cmd_profiles(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_launch(args: argparse.Namespace) -> int:
+    name, options = _options(args)
+    return supervisor.launch(args, name, options)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    handlers = {"serve": cmd_serve, "plan": cmd_plan, "wait": cmd_wait, "profiles": cmd_profiles}
+    handlers = {
+        "serve": cmd_serve, "plan": cmd_plan, "wait": cmd_wait, "profiles": cmd_profiles, "launch": cmd_launch,
+    }  # fmt: skip
     try:
         args = build_parser().parse_with_env(argv, os.environ)
         return handlers[args.command](args)

@@ -51,6 +51,9 @@ class Profile:
     async_scheduling: bool = False
     """Schedule the next engine step while the GPU runs this one. vLLM leaves it off for
     pooling models; it is on only where a measurement showed >= 5% on (b) and (c)."""
+    eager: bool = False
+    """--enforce-eager: skip torch.compile. For MiniLM on 2 CPU cores compiling cost 20-60 s
+    per start and made requests no faster (bench/results/cpu-start.md)."""
 
 
 _QWEN3_4B = "Qwen/Qwen3-Reranker-4B"
@@ -133,6 +136,7 @@ PROFILES: dict[str, Profile] = {
             qwen3_reranker=False,
             max_num_batched_tokens=8192,
             overhead_gib=0.0,
+            eager=True,
         ),
     )
 }

@@ -157,7 +157,7 @@ def build_parser() -> EnvArgumentParser:
     add("--api-key", env="RERANK_API_KEY", help="server API key, sent as a Bearer token")
     add("--profile-label", env="RERANK_PROFILE", default="", help="server profile shown on the page")
     parser.add_argument(
-        "--check-server", action="store_true", help="check that the server reranks, print one line, exit"
+        "--check-server", action="store_true", help="check that the server reranks sensibly (warns if not), exit"
     )
     return parser
 
