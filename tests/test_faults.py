@@ -294,10 +294,11 @@ def test_a_killed_server_fails_its_users_clearly_and_launch_sh_brings_it_back(tm
         assert time.monotonic() - started < 10
 
         # launch.sh restarts vLLM; killed again while starting, it waits twice as long.
-        wait_until(lambda: said(r"vLLM exited \(code \d+\); restarting in 2s"), 60, "launch.sh to restart vLLM")
+        restarted = r"vLLM exited \(killed by SIGKILL\); restarting in 2 s"
+        wait_until(lambda: said(restarted), 60, "launch.sh to restart vLLM")
         wait_until(lambda: bool(vllm_processes(proc.pid)), 60, "the restarted vLLM")
         vllm_processes(proc.pid)[0].send_signal(signal.SIGKILL)
-        wait_until(lambda: said(r"restarting in 4s"), 60, "launch.sh to back off")
+        wait_until(lambda: said(r"restarting in 4 s"), 60, "launch.sh to back off")
 
         # Back on the same port, the page recovers by itself: banner, ranking, every slot free.
         wait_until(lambda: said(r"vLLM is back"), 900, "launch.sh to report vLLM back", interval=1)
