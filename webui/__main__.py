@@ -27,7 +27,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             print(asyncio.run(check_reranker(settings)))
         except RerankError as error:
-            print(f"error: {error}", file=sys.stderr)
+            # The operator's console: the page never shows the address, this line does.
+            print(f"error: {settings.server_url}: {error}", file=sys.stderr)
             return 1
         return 0
     # Imported here so that a bad flag is reported without waiting for Gradio to import.
