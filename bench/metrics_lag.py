@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import platform
 import time
 from dataclasses import asdict, dataclass, field
@@ -128,11 +129,17 @@ def report(config: LagConfig, rounds: list[Round]) -> str:
     def seconds(value: float | None) -> str:
         return "never" if value is None else f"{value:.1f}"
 
+    load = ", ".join(f"{value:.1f}" for value in os.getloadavg())
     lines = [
         f"# vLLM /metrics lag ({config.label})",
         "",
-        f"{platform.processor() or platform.machine()}, {config.requests} requests at once of "
+        f"{platform.machine()}, {os.cpu_count()} cores, load average {load} at the end; "
+        f"{config.requests} requests at once of "
         f"{config.documents} documents x {config.words} words, /metrics sampled every {config.sample_s:g} s.",
+        "",
+        "`running` counts the engine's own requests after each step: a pooling request finishes in the step "
+        "that runs it, so it is 0 between steps; `waiting` counts engine requests (one per document for an "
+        "embedding model), not the page's jobs.",
         "",
         "| round | busy s | first shown after s | back to 0 after last answer s | samples busy "
         "| said idle while busy | peak running | peak waiting |",

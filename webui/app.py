@@ -168,9 +168,10 @@ def error_status(message: str) -> str:
     return f"{WARNING_MARK} {inline_markdown(message)}"
 
 
-def job_buttons(running: bool) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(Rerank, Stop): exactly one is shown, so a running job cannot be started twice."""
-    return gr.update(visible=not running), gr.update(visible=running)
+def job_buttons(running: bool) -> tuple[dict[str, Any], dict[str, Any], bool]:
+    """(Rerank, Stop, the tab's job flag): exactly one button is shown, and the flag stops
+    Enter in the query box from starting a second job while one runs."""
+    return gr.update(visible=not running), gr.update(visible=running), running
 
 
 def write_csv(directory: Path, text: str) -> Path:
@@ -305,10 +306,13 @@ class PageHandlers:
 
     # The browser's Rerank runs as start_job -> rerank -> finish_job; Stop and Clear cancel it.
 
-    def start_job(self, pasted: str, mode_label: str, upload: str | None, choice: str | None) -> tuple[Any, ...]:
-        """Rerank becomes Stop and the previous results go, before the job is queued; a full
-        queue is said in the status line (raising hides Gradio's own red toast: see busy)."""
-        if queue_full(self.demo):
+    def start_job(
+        self, pasted: str, mode_label: str, upload: str | None, choice: str | None, running: bool
+    ) -> tuple[Any, ...]:
+        """Rerank becomes Stop and the previous results go, before the job is queued. Raising
+        ends the chain there without Gradio's red toast: this tab's job already runs, or the
+        queue is full (see not_started)."""
+        if running or queue_full(self.demo):
             raise gr.Error(BUSY_MESSAGE, visible=False, print_exception=False)
         try:
             documents, _ = gather_documents(pasted, mode_label, upload, choice, self.settings)
@@ -326,13 +330,17 @@ class PageHandlers:
             gr.update(value=None, visible=False),
         )
 
-    def finish_job(self) -> tuple[dict[str, Any], dict[str, Any]]:
+    def finish_job(self) -> tuple[Any, ...]:
         return job_buttons(running=False)
 
     def stopped(self) -> tuple[Any, ...]:
         return (*job_buttons(running=False), "⏹️ Stopped; nothing was ranked.")
 
-    def busy(self) -> tuple[Any, ...]:
+    def not_started(self, running: bool) -> tuple[Any, ...]:
+        """start_job refused: a second start while this tab's job runs changes nothing; a full
+        queue gets the page's one busy line (API callers get Gradio's own "busy")."""
+        if running:
+            return (gr.skip(),) * 4
         return (*job_buttons(running=False), f"⏳ {BUSY_MESSAGE}")
 
     def clear(self) -> tuple[Any, ...]:
@@ -565,17 +573,20 @@ def create_demo(settings: Settings) -> RerankDemo:
                 api_visibility="private",
             )
 
-        buttons = [rerank_button, stop_button]
+        job_running = gr.State(False)
+        buttons = [rerank_button, stop_button, job_running]
         started = gr.on(
             triggers=[rerank_button.click, query.submit],
             fn=handlers.start_job,
-            inputs=[pasted, split_mode, upload, choice],
+            inputs=[pasted, split_mode, upload, choice, job_running],
             outputs=[*buttons, table, status, download],
             queue=False,
             show_progress="hidden",
             api_visibility="private",
         )
-        started.failure(handlers.busy, outputs=[*buttons, status], queue=False, api_visibility="private")
+        started.failure(
+            handlers.not_started, inputs=job_running, outputs=[*buttons, status], queue=False, api_visibility="private"
+        )
         # The job's own progress (gr.Progress) shows on the status line only; style.css hides
         # Gradio's timer there, whose ETA is an average over earlier jobs, not this one's.
         job = started.success(
