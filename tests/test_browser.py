@@ -261,6 +261,8 @@ def test_the_ranking_equals_the_servers_and_reads_on_each_screen(
             expect(results.locator(f'[role="gridcell"][data-col="{column}"]').first).to_be_hidden()
             expect(results.locator(f'th[data-heading="{column}"]')).to_be_hidden()
         assert document["width"] >= 0.45 * table["width"]
+        # The ranking is below the inputs; the page brought its status line into view.
+        assert in_view(tab, "#status")
     else:
         # The whole table fits its column (no sideways scrolling), and with the page at its top
         # the query, Rerank and the first ranked rows are on screen together.

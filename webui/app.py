@@ -61,6 +61,12 @@ RERANK_CONCURRENCY_ID = "rerank"
 """Rerank jobs share one concurrency limit (and the panel counts them) under this id."""
 WARNING_MARK = "⚠️"
 BUSY_MESSAGE = "The page is busy: every Rerank slot and queue place is taken. Please try again in a minute."
+PHONE_MAX_WIDTH_PX = 640
+"""At most this wide the columns stack (style.css hides secondary table columns at the same width)."""
+SHOW_RESULTS_ON_A_PHONE = (
+    f"() => {{ if (window.innerWidth <= {PHONE_MAX_WIDTH_PX}) "
+    "document.getElementById('status')?.scrollIntoView({block: 'start'}); }"
+)
 
 EXAMPLES = [
     [
@@ -599,7 +605,14 @@ def create_demo(settings: Settings) -> RerankDemo:
             show_progress="minimal",
             show_progress_on=[status],
         )
-        job.then(handlers.finish_job, outputs=buttons, queue=False, api_visibility="private")
+        # On a phone the ranking is below the inputs: bring its status line into view.
+        job.then(
+            handlers.finish_job,
+            outputs=buttons,
+            queue=False,
+            api_visibility="private",
+            js=SHOW_RESULTS_ON_A_PHONE,
+        )
         stop_button.click(
             handlers.stopped,
             outputs=[*buttons, status],
