@@ -138,8 +138,8 @@ def report(config: LagConfig, rounds: list[Round]) -> str:
         f"{config.documents} documents x {config.words} words, /metrics sampled every {config.sample_s:g} s.",
         "",
         "`running` counts the engine's own requests after each step: a pooling request finishes in the step "
-        "that runs it, so it is 0 between steps; `waiting` counts engine requests (one per document for an "
-        "embedding model), not the page's jobs.",
+        "that runs it, so it is 0 between steps; `waiting` counts engine requests (one per document or "
+        "query-document pair), not the page's jobs.",
         "",
         "| round | busy s | first shown after s | back to 0 after last answer s | samples busy "
         "| said idle while busy | peak running | peak waiting |",
