@@ -478,3 +478,21 @@ def test_a_full_queue_is_the_pages_own_busy_line(
         _, status, _ = job.result(timeout=WAIT_MS / 1000)
         assert status.startswith("Ranked **2** documents"), status
     rerank_and_wait(tab, 2)
+
+
+def test_clear_during_a_job_stops_it(open_tab: Callable[..., Page], held: tuple[HoldingProxy, LaunchedPage]) -> None:
+    proxy, page = held
+    tab = open_tab(page.url)
+    paste(tab, QUERY, DOCUMENTS[:2])
+    proxy.holding.set()
+    try:
+        tab.locator("#rerank-button").click()
+        expect(engine_panel(tab)).to_contain_text(re.compile(r"Ranking: 1\s*Queued: 0"))
+        tab.locator("#clear-button").click()
+        expect(tab.locator("#rerank-button")).to_be_visible()
+        expect(tab.locator("#stop-button")).to_be_hidden()
+        expect(status_line(tab)).to_have_text("")
+        expect(tab.get_by_label("Documents", exact=True)).to_have_value("")
+        expect(engine_panel(tab)).to_contain_text(re.compile(r"Ranking: 0\s*Queued: 0"))
+    finally:
+        proxy.holding.clear()
