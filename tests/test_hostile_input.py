@@ -4,7 +4,8 @@ Every test drives a page launched by `webui.app.create_demo` with its default li
 of real vLLM servers; a recording proxy between page and server proves which inputs never
 reach the server. What tests/test_webui_app.py already proves is not repeated here: the
 empty query, a binary and a Latin-1 upload, one `<script>` cell, one `=HYPERLINK` cell, and the
-413 of a file just over the limit.
+413 of a file just over the limit. HTML and JavaScript in documents are run through a real
+browser once, in tests/test_browser.py.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ import csv
 import json
 import os
 import select
-import shutil
 import socket
 import threading
 import time
@@ -383,74 +383,6 @@ def test_an_unpaired_surrogate_in_typed_text_is_one_line(recorded: tuple[Recordi
     assert event == "complete", f"the page failed instead of answering in one line: {data}"
     what = "query" if where == "query" else "pasted text"
     assert data[1] == f"⚠️ The {what} contains characters that are not valid Unicode; remove them.", data[1]
-
-
-# --- HTML and JavaScript in documents ------------------------------------------------------------
-
-XSS = [
-    '<img src=x onerror="window.__pwned = 1">Beijing',
-    "<script>window.__pwned = 2</script>capital of China",
-    '<svg onload="window.__pwned = 3"></svg> China',
-    '<iframe srcdoc="<script>parent.__pwned = 4</script>"></iframe> capital',
-    '<a href="javascript:window.__pwned = 5" id="xss-link">click</a> img onerror script',
-    "&lt;b&gt;already escaped&lt;/b&gt; Beijing",
-]
-
-
-def chromium_path() -> str:
-    path = shutil.which("chromium") or shutil.which("chromium-browser")
-    if path is None:
-        pytest.skip("Debian's chromium is not installed (tests/run.sh installs it)")
-    return path
-
-
-def test_html_and_javascript_in_documents_never_run_in_a_real_browser(
-    recorded: tuple[RecordingProxy, Page], tmp_path: Path
-) -> None:
-    from playwright.sync_api import Dialog, sync_playwright
-
-    _, page = recorded
-    dialogs: list[str] = []
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch_persistent_context(
-            tmp_path / "chromium",  # a fresh profile, so nothing from an earlier run is loaded
-            executable_path=chromium_path(),
-            headless=True,
-            args=[
-                "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                "--disable-sync", "--no-first-run",
-            ],
-        )  # fmt: skip
-        try:
-            tab = browser.new_page()
-
-            def record(dialog: Dialog) -> None:
-                dialogs.append(dialog.message)
-                dialog.dismiss()
-
-            tab.on("dialog", record)
-            tab.goto(page.url)
-            # The query's words appear inside the markup, so highlighting runs over it too.
-            tab.get_by_label("Query").fill("img onerror script svg iframe capital of China Beijing")
-            tab.get_by_label("Documents").fill("\n".join(XSS))
-            tab.locator("#rerank-button").click()
-            tab.locator("#status").get_by_text("Ranked").wait_for(timeout=120_000)
-            with contextlib.suppress(Exception):
-                tab.locator("#xss-link").click(timeout=1000)  # there must be no such link to click
-            tab.wait_for_timeout(500)
-            pwned = tab.evaluate("window.__pwned")
-            table = tab.locator("#results").inner_text()
-            # Gradio's own icons are SVGs without handlers; anything below came from a document.
-            live = tab.locator(
-                "#results img, #results script, #results iframe, #results a[href^='javascript'], "
-                "#results [onerror], #results [onload]"
-            ).count()
-        finally:
-            browser.close()
-    assert pwned is None and dialogs == []
-    assert live == 0
-    for document in XSS:
-        assert document in table, f"not shown literally: {document}"
 
 
 def test_markup_in_an_upload_name_is_shown_as_text(recorded: tuple[RecordingProxy, Page], tmp_path: Path) -> None:

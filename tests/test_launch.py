@@ -304,7 +304,7 @@ def test_an_external_server_that_is_down_fails_in_one_line(tmp_path: Path) -> No
     assert out.returncode == 1
     lines = out.stderr.strip().splitlines()
     assert lines[-1] == f"launch: {url} is not a usable reranker server"
-    assert lines[-2] == f"error: The rerank server at {url} is not reachable: it is starting up or down."
+    assert lines[-2] == f"error: {url}: The rerank server is not reachable: it is starting up or down."
 
 
 def test_a_vllm_that_cannot_start_is_explained_in_a_few_lines(tmp_path: Path) -> None:

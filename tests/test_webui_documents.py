@@ -16,6 +16,7 @@ from webui.documents import (
     documents_from_upload,
     join_documents,
     jsonl_fields,
+    limit_problem,
     read_upload_text,
     upload_choices,
 )
@@ -142,3 +143,16 @@ def test_other_file_types_are_refused(tmp_path: Path) -> None:
     path.write_bytes(b"%PDF-1.7")
     with pytest.raises(DocumentError, match=r"only \.txt, \.csv and \.jsonl"):
         documents_from_upload(path, None, SplitMode.LINES, 1000)
+
+
+def test_the_count_line_and_rerank_share_one_refusal() -> None:
+    """limit_problem is what the live count line shows and what check_limits raises."""
+    assert limit_problem(["a", "b"], max_docs=2, max_doc_bytes=1) is None
+    assert limit_problem(["a"] * 3, max_docs=2, max_doc_bytes=10) == "3 documents; the limit is 2 per request."
+    big = "x" * 5_000_000
+    assert limit_problem(["ok", big], max_docs=5, max_doc_bytes=100_000) == (
+        "Document 2 is 5,000,000 bytes; the limit is 100,000 bytes."
+    )
+    with pytest.raises(DocumentError) as refused:
+        check_limits(["ok", big], max_docs=5, max_doc_bytes=100_000)
+    assert str(refused.value) == "Document 2 is 5,000,000 bytes; the limit is 100,000 bytes."

@@ -16,6 +16,7 @@ from webui.results import (
     defuse_formula,
     highlight,
     query_terms,
+    ranking_table,
     score_bar,
     table_rows,
 )
@@ -97,3 +98,13 @@ def test_csv_has_whole_documents_full_scores_and_no_live_formulas() -> None:
     assert rows[2] == ["2", "0.25", "1", "whole", "", "'@cmd|' /C calc'!A0"]
     assert len(rows) == 3
     assert float(rows[1][1]) == 0.875
+
+
+def test_the_table_shows_every_score_with_four_decimals_and_keeps_the_numbers() -> None:
+    ranked = [whole(0, 0.65, "Beijing"), whole(1, 0.52184, "Paris"), whole(2, 1.0, "Tokyo")]
+    styled = ranking_table(ranked, "capital", 3)
+    shown = styled.data  # what the API returns: numbers, rounded to the shown decimals
+    assert list(shown["Score"]) == [0.65, 0.5218, 1.0]
+    html = styled.to_html()
+    assert all(text in html for text in (">0.6500<", ">0.5218<", ">1.0000<"))
+    assert ">0.65<" not in html

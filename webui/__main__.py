@@ -56,7 +56,8 @@ def check_server(settings: Settings) -> int:
     try:
         described, warning = asyncio.run(both())
     except RerankError as error:
-        print(f"error: {error}", file=sys.stderr)
+        # The operator's console: the page never shows the address, this line does.
+        print(f"error: {settings.server_url}: {error}", file=sys.stderr)
         return 1
     print(described, flush=True)
     if warning:

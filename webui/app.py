@@ -34,16 +34,18 @@ from webui.documents import (
     documents_from_text,
     documents_from_upload,
     join_documents,
+    limit_problem,
     split_mode,
     text_field,
     upload_choices,
 )
 from webui.gpu import GpuSampler
+from webui.jobs import page_load, queue_full
 from webui.login import LoginThrottle
 from webui.markup import inline_markdown
 from webui.panel import build_monitor_panel
 from webui.passages import BudgetError, RankingOutcome, rank_documents
-from webui.results import TABLE_DATATYPES, TABLE_HEADERS, csv_text, table_rows
+from webui.results import TABLE_DATATYPES, TABLE_HEADERS, csv_text, ranking_table
 from webui.settings import Settings
 from webui.upload_limit import UploadLimit
 
@@ -55,6 +57,16 @@ BANNER_TIMEOUT_S = 5.0
 CSV_KEEP_S = 3600.0
 """CSV exports older than this are deleted: they hold the analyst's documents."""
 DEFAULT_TOP_N = 10
+RERANK_CONCURRENCY_ID = "rerank"
+"""Rerank jobs share one concurrency limit (and the panel counts them) under this id."""
+WARNING_MARK = "⚠️"
+BUSY_MESSAGE = "The page is busy: every Rerank slot and queue place is taken. Please try again in a minute."
+PHONE_MAX_WIDTH_PX = 640
+"""At most this wide the columns stack (style.css hides secondary table columns at the same width)."""
+SHOW_RESULTS_ON_A_PHONE = (
+    f"() => {{ if (window.innerWidth <= {PHONE_MAX_WIDTH_PX}) "
+    "document.getElementById('status')?.scrollIntoView({block: 'start'}); }"
+)
 
 EXAMPLES = [
     [
@@ -131,11 +143,13 @@ def gather_documents(
 
 
 def count_line(documents: Sequence[str], source: str, settings: Settings) -> str:
+    """ "**5** documents (one per line)", with Rerank's own refusal appended when it would refuse."""
     count = len(documents)
     noun = "document" if count == 1 else "documents"
     line = f"**{count:,}** {noun} {inline_markdown(source)}"
-    if count > settings.max_docs:
-        line += f" · over the limit of {settings.max_docs:,}"
+    problem = limit_problem(documents, settings.max_docs, settings.max_doc_bytes)
+    if problem:
+        line += f" · ⚠️ Rerank will refuse this: {inline_markdown(problem)}"
     return line
 
 
@@ -157,7 +171,13 @@ def outcome_status(outcome: RankingOutcome, shown: int, seconds: float, model_id
 
 
 def error_status(message: str) -> str:
-    return f"⚠️ {inline_markdown(message)}"
+    return f"{WARNING_MARK} {inline_markdown(message)}"
+
+
+def job_buttons(running: bool) -> tuple[dict[str, Any], dict[str, Any], bool]:
+    """(Rerank, Stop, the tab's job flag): exactly one button is shown, and the flag stops
+    Enter in the query box from starting a second job while one runs."""
+    return gr.update(visible=not running), gr.update(visible=running), running
 
 
 def write_csv(directory: Path, text: str) -> Path:
@@ -197,9 +217,11 @@ class PageResources:
 class PageHandlers:
     """The page's event handlers: inputs in, outputs out; all state lives in PageResources."""
 
-    def __init__(self, resources: PageResources) -> None:
+    def __init__(self, resources: PageResources, demo: gr.Blocks | None = None) -> None:
         self.resources = resources
         self.settings = resources.settings
+        self.demo = demo
+        """The Blocks whose queue start_job reads (None: no queue to read, as in unit tests)."""
 
     def count(self, pasted: str, mode_label: str, upload: str | None, choice: str | None) -> str:
         try:
@@ -215,7 +237,6 @@ class PageHandlers:
         try:
             choices = upload_choices(Path(upload), self.settings.max_upload_bytes)
         except DocumentError as error:
-            gr.Warning(str(error))
             return gr.update(choices=[], value=None, visible=False), error_status(str(error))
         value = choices[0] if choices else None
         label = "Column" if Path(upload).suffix.lower() == ".csv" else "Field"
@@ -279,17 +300,73 @@ class PageHandlers:
                 batch_size=min(self.settings.max_docs, contract.limits.max_docs),
             )
         except (DocumentError, BudgetError, RerankError) as error:
-            gr.Warning(str(error))
+            # The status line only, no toast: a toast outlives the input it was about.
             return empty_table(), error_status(str(error)), gr.update(value=None, visible=False)
         shown = clamp_top_n(top_n, len(outcome.ranked))
-        table = pd.DataFrame(table_rows(outcome.ranked, query, shown), columns=TABLE_HEADERS)
+        table = ranking_table(outcome.ranked, query, shown)
         path = write_csv(self.resources.export_dir(), csv_text(outcome.ranked, shown))
         status = outcome_status(
             outcome, shown, time.perf_counter() - started, model.model_id, model.contract.takes_instruction
         )
-        if outcome.long_documents:
-            gr.Info(f"{outcome.long_documents:,} long document(s) were split into passages; see the Passage column.")
         return table, status, gr.update(value=str(path), visible=True)
+
+    # The browser's Rerank runs as start_job -> rerank -> finish_job; Stop and Clear cancel it.
+
+    def start_job(
+        self, pasted: str, mode_label: str, upload: str | None, choice: str | None, running: bool
+    ) -> tuple[Any, ...]:
+        """Rerank becomes Stop and the previous results go, before the job is queued. Raising
+        ends the chain there without Gradio's red toast: this tab's job already runs, or the
+        queue is full (see not_started)."""
+        if running or queue_full(self.demo):
+            raise gr.Error(BUSY_MESSAGE, visible=False, print_exception=False)
+        try:
+            documents, _ = gather_documents(pasted, mode_label, upload, choice, self.settings)
+            what = f"**{len(documents):,}** document{'s' if len(documents) != 1 else ''}"
+        except DocumentError:
+            what = "the documents"
+        load = page_load(self.demo, RERANK_CONCURRENCY_ID)
+        ahead = ""
+        if load.running is not None and load.running >= self.settings.concurrency:
+            ahead = f" once a slot is free ({load.running} job{'s' if load.running != 1 else ''} running)"
+        return (
+            *job_buttons(running=True),
+            empty_table(),
+            f"⏳ Ranking {what}{ahead}… Stop cancels it.",
+            gr.update(value=None, visible=False),
+        )
+
+    def finish_job(self) -> tuple[Any, ...]:
+        return job_buttons(running=False)
+
+    def stopped(self) -> tuple[Any, ...]:
+        return (*job_buttons(running=False), "⏹️ Stopped; nothing was ranked.")
+
+    def not_started(self, running: bool) -> tuple[Any, ...]:
+        """start_job refused: a second start while this tab's job runs changes nothing; a full
+        queue gets the page's one busy line (API callers get Gradio's own "busy")."""
+        if running:
+            return (gr.skip(),) * 4
+        return (*job_buttons(running=False), f"⏳ {BUSY_MESSAGE}")
+
+    def clear(self) -> tuple[Any, ...]:
+        """Every input the analyst typed or attached, and every output, back to the start."""
+        return (
+            *job_buttons(running=False),
+            "",  # query
+            "",  # pasted
+            None,  # upload
+            gr.update(choices=[], value=None, visible=False),  # column or field
+            count_line([], f"({SplitMode.LINES.value.lower()})", self.settings),
+            empty_table(),
+            "",  # status
+            gr.update(value=None, visible=False),  # CSV
+        )
+
+    def forget_warning(self, status: str | None) -> Any:
+        """An input changed: a warning about the last attempt no longer applies (the count line
+        speaks for the new input). Results stay; they are cleared when the next job starts."""
+        return "" if (status or "").startswith(WARNING_MARK) else gr.skip()
 
 
 # --- the Blocks -------------------------------------------------------------------------
@@ -383,57 +460,64 @@ def create_demo(settings: Settings) -> RerankDemo:
         ),
         sampler=GpuSampler(),
     )
-    handlers = PageHandlers(resources)
-
     # delete_cache: uploads and exports are the analyst's documents; Gradio drops its copies hourly.
     # fill_width: the ranking table needs the room; Gradio centres a narrow column by default.
     demo = RerankDemo(title="Rerank documents", analytics_enabled=False, delete_cache=(3600, 3600), fill_width=True)
+    handlers = PageHandlers(resources, demo)
     with demo:
         gr.Markdown(
-            "# Rerank documents\nPaste a query and documents; the server's reranker puts the most relevant first."
+            "# Rerank documents\nPaste a query and documents; the server's reranker puts the most relevant first.",
+            elem_id="page-title",
         )
         banner = gr.Markdown("Checking the rerank server…", elem_id="server-banner", elem_classes=["banner-down"])
 
-        query = gr.Textbox(label="Query", placeholder="What are you looking for?", lines=1, max_lines=4)
-        with gr.Accordion("Instruction (Qwen3 rerankers only)", open=False):
-            instruction = gr.Textbox(
-                value=settings.instruction,
-                label="Instruction",
-                info="Describes the task to the model; the model card's default suits web-style search.",
-                lines=2,
-            )
-        with gr.Row():
-            split_mode = gr.Radio(
-                choices=[mode.value for mode in SplitMode],
-                value=SplitMode.LINES.value,
-                label="Split pasted text into documents",
-            )
-            doc_count = gr.Markdown("**0** documents", elem_id="doc-count")
-        pasted = gr.Textbox(
-            label="Documents",
-            placeholder="One document per line (or as chosen above)",
-            lines=10,
-            max_lines=30,
-            max_length=settings.max_upload_bytes,
-        )
-        with gr.Row():
-            upload = gr.File(
-                label="…or upload .txt, .csv or .jsonl",
-                file_types=[".txt", ".csv", ".jsonl"],
-                file_count="single",
-                type="filepath",
-                height=140,
-            )
-            # Custom values: the choices arrive per upload, and documents.py checks the name itself.
-            choice = gr.Dropdown(label="Column", choices=[], visible=False, interactive=True, allow_custom_value=True)
-        with gr.Row():
-            top_n = gr.Number(value=DEFAULT_TOP_N, label="Top N", info="0 shows every document", precision=0, minimum=0)
-            rerank_button = gr.Button("Rerank", variant="primary", elem_id="rerank-button")
-            clear_button = gr.ClearButton(value="Clear", elem_id="clear-button")
-        gr.Examples(examples=EXAMPLES, inputs=[query, pasted, split_mode], example_labels=EXAMPLE_LABELS)
+        # Wide screens: inputs left, results right, so the query, Rerank and the top of the
+        # ranking share one 900 px screen. Narrow ones: the columns stack (min_width).
+        with gr.Row(equal_height=False, elem_id="workspace"):
+            with gr.Column(scale=4, min_width=320, elem_id="inputs"):
+                query = gr.Textbox(label="Query", placeholder="What are you looking for?", lines=1, max_lines=4)
+                with gr.Row(elem_id="actions"):
+                    rerank_button = gr.Button("Rerank", variant="primary", elem_id="rerank-button", min_width=100)
+                    stop_button = gr.Button("Stop", variant="stop", visible=False, elem_id="stop-button", min_width=100)
+                    clear_button = gr.Button("Clear", elem_id="clear-button", min_width=100)
+                doc_count = gr.Markdown(count_line([], "(one per line)", settings), elem_id="doc-count")
+                pasted = gr.Textbox(
+                    label="Documents",
+                    placeholder="One document per line (or as chosen below)",
+                    lines=6,
+                    max_lines=14,
+                    max_length=settings.max_upload_bytes,
+                )
+                split_mode = gr.Radio(
+                    choices=[mode.value for mode in SplitMode],
+                    value=SplitMode.LINES.value,
+                    label="Split pasted text into documents",
+                )
+                with gr.Row():
+                    upload = gr.File(
+                        label="…or upload .txt, .csv or .jsonl",
+                        file_types=[".txt", ".csv", ".jsonl"],
+                        file_count="single",
+                        type="filepath",
+                        height=130,
+                    )
+                    # Custom values: the choices arrive per upload, and documents.py checks the name itself.
+                    choice = gr.Dropdown(
+                        label="Column", choices=[], visible=False, interactive=True, allow_custom_value=True
+                    )
+                top_n = gr.Number(
+                    value=DEFAULT_TOP_N, label="Top N", info="0 shows every document", precision=0, minimum=0
+                )
+                with gr.Accordion("Instruction (Qwen3 rerankers only)", open=False):
+                    instruction = gr.Textbox(
+                        value=settings.instruction,
+                        label="Instruction",
+                        info="Describes the task to the model; the model card's default suits web-style search.",
+                        lines=2,
+                    )
+                gr.Examples(examples=EXAMPLES, inputs=[query, pasted, split_mode], example_labels=EXAMPLE_LABELS)
 
-        with gr.Row(equal_height=False):
-            with gr.Column(scale=5):
+            with gr.Column(scale=6, min_width=320, elem_id="outputs"):
                 status = gr.Markdown("", elem_id="status")
                 table = gr.Dataframe(
                     value=empty_table(),
@@ -443,17 +527,19 @@ def create_demo(settings: Settings) -> RerankDemo:
                     wrap=True,
                     label="Ranking",
                     elem_id="results",
-                    column_widths=["7%", "10%", "13%", "50%", "10%", "10%"],
-                    max_height=700,
+                    column_widths=["64px", "84px", "110px", "auto", "96px", "96px"],
+                    max_height=560,
                 )
-                download = gr.DownloadButton("Download CSV", visible=False)
-            with gr.Column(scale=2, min_width=280):
-                gr.Markdown("### GPU memory and engine")
-                panel = build_monitor_panel(settings, resources.sampler)
-                resources.closers.append(panel.poller.aclose)
+                download = gr.DownloadButton("Download CSV", visible=False, elem_id="download-csv")
+                with gr.Accordion("GPU memory and engine", open=True, elem_id="monitor"):
+                    panel = build_monitor_panel(
+                        settings,
+                        resources.sampler,
+                        page_jobs=lambda: page_load(demo, RERANK_CONCURRENCY_ID),
+                    )
+                    resources.closers.append(panel.poller.aclose)
 
         # --- wiring ---
-        clear_button.add([query, pasted, upload, table, status, download])
         for trigger in (pasted.change, split_mode.change, choice.change):
             trigger(
                 handlers.count,
@@ -472,6 +558,16 @@ def create_demo(settings: Settings) -> RerankDemo:
             show_progress="hidden",
             api_visibility="private",
         )
+        gr.on(
+            triggers=[query.change, pasted.change, split_mode.change, upload.change, choice.change],
+            fn=handlers.forget_warning,
+            inputs=status,
+            outputs=status,
+            queue=False,
+            show_progress="hidden",
+            trigger_mode="always_last",
+            api_visibility="private",
+        )
         banner_timer = gr.Timer(BANNER_REFRESH_S)
         for trigger in (demo.load, banner_timer.tick):
             trigger(
@@ -482,14 +578,55 @@ def create_demo(settings: Settings) -> RerankDemo:
                 trigger_mode="once",
                 api_visibility="private",
             )
-        gr.on(
+
+        job_running = gr.State(False)
+        buttons = [rerank_button, stop_button, job_running]
+        started = gr.on(
             triggers=[rerank_button.click, query.submit],
-            fn=handlers.rerank,
+            fn=handlers.start_job,
+            inputs=[pasted, split_mode, upload, choice, job_running],
+            outputs=[*buttons, table, status, download],
+            queue=False,
+            show_progress="hidden",
+            api_visibility="private",
+        )
+        started.failure(
+            handlers.not_started, inputs=job_running, outputs=[*buttons, status], queue=False, api_visibility="private"
+        )
+        # The job's own progress (gr.Progress) shows on the status line only; style.css hides
+        # Gradio's timer there, whose ETA is an average over earlier jobs, not this one's.
+        job = started.success(
+            handlers.rerank,
             inputs=[query, instruction, pasted, split_mode, upload, choice, top_n],
             outputs=[table, status, download],
             api_name="rerank",
             concurrency_limit=settings.concurrency,
-            concurrency_id="rerank",
+            concurrency_id=RERANK_CONCURRENCY_ID,
+            show_progress="minimal",
+            show_progress_on=[status],
+        )
+        # On a phone the ranking is below the inputs: bring its status line into view.
+        job.then(
+            handlers.finish_job,
+            outputs=buttons,
+            queue=False,
+            api_visibility="private",
+            js=SHOW_RESULTS_ON_A_PHONE,
+        )
+        stop_button.click(
+            handlers.stopped,
+            outputs=[*buttons, status],
+            cancels=[job],
+            queue=False,
+            api_visibility="private",
+        )
+        clear_button.click(
+            handlers.clear,
+            outputs=[*buttons, query, pasted, upload, choice, doc_count, table, status, download],
+            cancels=[job],
+            queue=False,
+            show_progress="hidden",
+            api_visibility="private",
         )
 
     demo.resources = resources

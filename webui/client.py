@@ -1,6 +1,7 @@
 """The page's only way to reach the rerank server: one shared httpx.AsyncClient.
 
-Errors, each a one-line message for the analyst:
+Errors, each a one-line message for the analyst (never the server's address: that is logged
+for the operator instead):
 
     RerankError
     ├── ServerUnavailable   nothing answers at the URL (not started, starting, or down)
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -26,6 +28,8 @@ from typing import Any
 import httpx
 
 from server.contract import CONTRACT_PATH, ServedContract
+
+logger = logging.getLogger(__name__)
 
 
 class RerankError(Exception):
@@ -121,6 +125,7 @@ class RerankClient:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._model: tuple[float, ModelInfo] | None = None
         """(when, what) of the last /v1/models answer."""
+        self._reported_down = False
 
     @property
     def limits(self) -> httpx.Limits:
@@ -149,10 +154,16 @@ class RerankClient:
             raise ServerTimeout(
                 f"The server did not answer within {seconds:g} s; try fewer or shorter documents."
             ) from None
-        except httpx.TransportError:
-            raise ServerUnavailable(
-                f"The rerank server at {self.base_url} is not reachable: it is starting up or down."
-            ) from None
+        except httpx.TransportError as error:
+            # The address is for the operator's console, never for the page: on a shared link it
+            # means nothing to the analyst and tells a stranger about the host.
+            if not self._reported_down:  # once per outage, not once per banner tick of every tab
+                logger.warning("The rerank server at %s is not reachable (%s): %r", self.base_url, path, error)
+                self._reported_down = True
+            raise ServerUnavailable("The rerank server is not reachable: it is starting up or down.") from None
+        if self._reported_down:
+            logger.warning("The rerank server at %s answers again.", self.base_url)
+            self._reported_down = False
         if response.status_code == 401:
             raise RequestRejected("The server refused the API key (401); check --api-key / RERANK_API_KEY.")
         if response.status_code == 400 and "maximum context length" in response.text:

@@ -79,14 +79,23 @@ def split_mode(label: object) -> SplitMode:
         raise DocumentError(f"Choose how to split the pasted text: {choices}.") from None
 
 
-def check_limits(documents: list[str], max_docs: int, max_doc_bytes: int) -> None:
-    """Refuse too many or too large documents, naming the first offender (1-based, as shown)."""
+def limit_problem(documents: Sequence[str], max_docs: int, max_doc_bytes: int) -> str | None:
+    """Why Rerank would refuse these documents (too many, or the first one too large, 1-based
+    as shown), or None. The live count line shows the same words before the click."""
     if len(documents) > max_docs:
-        raise DocumentError(f"{len(documents):,} documents; the limit is {max_docs:,} per request.")
+        return f"{len(documents):,} documents; the limit is {max_docs:,} per request."
     for number, document in enumerate(documents, start=1):
         size = len(text_field(document, f"document {number}").encode("utf-8"))
         if size > max_doc_bytes:
-            raise DocumentError(f"Document {number} is {size:,} bytes; the limit is {max_doc_bytes:,} bytes.")
+            return f"Document {number} is {size:,} bytes; the limit is {max_doc_bytes:,} bytes."
+    return None
+
+
+def check_limits(documents: list[str], max_docs: int, max_doc_bytes: int) -> None:
+    """Refuse too many or too large documents, naming the first offender."""
+    problem = limit_problem(documents, max_docs, max_doc_bytes)
+    if problem:
+        raise DocumentError(problem)
 
 
 def upload_kind(path: Path) -> str:

@@ -107,15 +107,17 @@ async def fetch_engine_state(
         response = await client.get(url, timeout=timeout_s)
         response.raise_for_status()
     except httpx.TimeoutException:
-        error = f"No answer from {url} within {timeout_s:g} s"
+        error = f"No answer from the server's /metrics within {timeout_s:g} s"
     except httpx.ConnectError:
-        error = f"Cannot connect to the rerank server at {server_url}"
+        error = "Cannot connect to the rerank server"
     except httpx.HTTPStatusError as status_error:
-        error = f"{url} answered HTTP {status_error.response.status_code}"
+        error = f"The server's /metrics answered HTTP {status_error.response.status_code}"
     except httpx.HTTPError as http_error:
-        error = f"Reading {url} failed: {http_error or type(http_error).__name__}"
+        error = f"Reading the server's /metrics failed: {type(http_error).__name__}"
     else:
         return engine_state_from_metrics(response.text, timestamp=clock())
+    # The panel is shown to the analyst: the address goes to the operator's log only.
+    logging.getLogger(__name__).info("%s (%s)", error, url)
     return EngineState(reachable=False, error=error, timestamp=clock())
 
 
@@ -173,7 +175,7 @@ class EnginePoller:
             logging.getLogger(__name__).exception("Reading engine metrics failed")
             state = EngineState(
                 reachable=False,
-                error=f"Reading engine metrics failed: {error}",
+                error=f"Reading engine metrics failed ({type(error).__name__}); the page's log has the details",
                 timestamp=time.time(),
             )
         self._state = state

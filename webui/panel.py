@@ -24,6 +24,7 @@ import pandas as pd
 
 from webui.engine import EnginePoller, EngineState
 from webui.gpu import GpuDevice, GpuSampler, GpuSnapshot
+from webui.jobs import PageLoad
 from webui.markup import inline_markdown
 
 GIB = 1024**3
@@ -107,24 +108,30 @@ def format_gpu_markdown(snapshot: GpuSnapshot, now: float, interval_s: float = 1
     return text
 
 
-def format_engine_markdown(state: EngineState) -> str:
+def _count(value: int | None) -> str:
+    return "n/a" if value is None else str(value)
+
+
+def format_page_markdown(load: PageLoad) -> str:
+    """The page's own Rerank jobs: exact and immediate, unlike the engine's gauges."""
+    return "  \n".join(["**This page's jobs**", f"Ranking: {_count(load.running)}", f"Queued: {_count(load.waiting)}"])
+
+
+def format_engine_markdown(state: EngineState, load: PageLoad | None = None) -> str:
+    page = f"{format_page_markdown(load)}\n\n" if load is not None else ""
     if not state.reachable:
-        return f"**Engine unreachable.** {inline_markdown(state.error)}"
-
-    def count(value: int | None) -> str:
-        return "n/a" if value is None else str(value)
-
+        return f"{page}**Engine unreachable.** {inline_markdown(state.error)}"
     kv = "n/a" if state.kv_cache_usage is None else f"{100 * state.kv_cache_usage:.1f}%"
     engines = f" ({state.engines} engines)" if state.engines > 1 else ""
     lines = [
-        f"**Engine{engines}**",
-        f"Running: {count(state.running)}",
-        f"Waiting: {count(state.waiting)}",
+        f"**Engine{engines}** (vLLM's /metrics, seconds behind)",
+        f"Running: {_count(state.running)}",
+        f"Waiting: {_count(state.waiting)}",
         f"KV cache: {kv}",
     ]
     if state.error:
         lines.append(f"_{inline_markdown(state.error)}_")
-    return "  \n".join(lines)
+    return page + "  \n".join(lines)
 
 
 def history_frame(snapshot: GpuSnapshot) -> pd.DataFrame:
@@ -159,8 +166,10 @@ def build_monitor_panel(
     poller: EnginePoller | None = None,
     *,
     interval_s: float = 1.0,
+    page_jobs: Callable[[], PageLoad] | None = None,
 ) -> MonitorPanel:
-    """Lay out the panel in the current gr.Blocks and wire its timer."""
+    """Lay out the panel in the current gr.Blocks and wire its timer; `page_jobs`, when given,
+    reads the page's own Rerank jobs, shown beside the engine's gauges (see webui/jobs.py)."""
     engine = poller or EnginePoller(
         settings.server_url,
         api_key=settings.api_key,
@@ -182,7 +191,8 @@ def build_monitor_panel(
 
     async def refresh() -> tuple[str, Any, str]:
         markdown, plot = gpu_outputs(sampler.snapshot())
-        return markdown, plot, format_engine_markdown(await engine.latest())
+        load = page_jobs() if page_jobs is not None else None
+        return markdown, plot, format_engine_markdown(await engine.latest(), load)
 
     first_markdown, _ = gpu_outputs(sampler.snapshot())
     with gr.Row(equal_height=False):
@@ -199,7 +209,7 @@ def build_monitor_panel(
                 visible=False,
             )
         with gr.Column(scale=1, min_width=180):
-            engine_summary = gr.Markdown("**Engine**  \nReading /metrics…")
+            engine_summary = gr.Markdown("**Engine**  \nReading /metrics…", elem_id="engine-summary")
     timer = gr.Timer(interval_s)
     timer.tick(
         refresh,

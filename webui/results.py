@@ -11,15 +11,23 @@ import html
 import io
 import re
 from collections.abc import Sequence
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
+
+import pandas as pd
 
 from webui.passages import ScoredDocument
+
+if TYPE_CHECKING:
+    from pandas.io.formats.style import Styler
 
 TABLE_HEADERS = ["Rank", "Score", "Relevance", "Document", "Position", "Passage"]
 TABLE_DATATYPES: list[Literal["number", "str", "html"]] = ["number", "number", "str", "html", "number", "str"]
 """Only "Document" is html, and its text is escaped first; the bar is plain text."""
 
 CSV_HEADERS = ["rank", "score", "position", "passage", "passage_text", "document"]
+
+SCORE_DECIMALS = 4
+"""Every score the page prints has this many decimals ("0.6500" beside "0.5218", never "0.65")."""
 
 DISPLAY_CHARS = 1200
 """Characters of a document shown in a table cell; the CSV keeps the whole text."""
@@ -104,6 +112,11 @@ def score_bar(score: float, width: int = 10) -> str:
     return "█" * full + ("", "▏", "▎", "▍", "▌", "▋", "▊", "▉")[part]
 
 
+def format_score(score: object) -> str:
+    """A score as the page prints it; object, because pandas' Styler passes cells untyped."""
+    return f"{float(score):.{SCORE_DECIMALS}f}"  # type: ignore[arg-type]
+
+
 def passage_label(item: ScoredDocument) -> str:
     if item.passage.count == 1:
         return "whole"
@@ -119,7 +132,7 @@ def table_rows(ranked: Sequence[ScoredDocument], query: str, top_n: int) -> list
         rows.append(
             [
                 rank,
-                round(item.score, 4),
+                round(item.score, SCORE_DECIMALS),
                 score_bar(item.score),
                 highlight(clip(shown), terms),
                 item.position + 1,
@@ -127,6 +140,13 @@ def table_rows(ranked: Sequence[ScoredDocument], query: str, top_n: int) -> list
             ]
         )
     return rows
+
+
+def ranking_table(ranked: Sequence[ScoredDocument], query: str, top_n: int) -> Styler:
+    """The table as shown: the rows' numbers stay numbers (the API and sorting get them), and
+    the Score column is displayed with SCORE_DECIMALS decimals whatever its trailing zeros."""
+    frame = pd.DataFrame(table_rows(ranked, query, top_n), columns=TABLE_HEADERS)
+    return frame.style.format(format_score, subset=["Score"])
 
 
 def defuse_formula(cell: str) -> str:
