@@ -39,10 +39,12 @@ from webui.documents import (
     upload_choices,
 )
 from webui.gpu import GpuSampler
+from webui.job import RankingOutcome, rank_documents
 from webui.login import LoginThrottle
 from webui.markup import inline_markdown
 from webui.panel import build_monitor_panel
-from webui.passages import BudgetError, RankingOutcome, rank_documents
+from webui.passages import BudgetError
+from webui.prepared import PreparedCache
 from webui.results import TABLE_DATATYPES, TABLE_HEADERS, csv_text, table_rows
 from webui.settings import Settings
 from webui.upload_limit import UploadLimit
@@ -183,6 +185,8 @@ class PageResources:
     settings: Settings
     client: RerankClient
     sampler: GpuSampler
+    prepared: PreparedCache
+    """Documents' passage splits and token counts, shared by every viewer, reused by every query."""
     closers: list[Callable[[], Any]] = field(default_factory=list)
     """Async callables closing other loop-bound resources (the panel's /metrics poller)."""
     workdir: Path | None = None
@@ -253,8 +257,12 @@ class PageHandlers:
         upload: str | None,
         choice: str | None,
         top_n: float | None,
+        progress: gr.Progress = gr.Progress(),  # noqa: B008 (Gradio's own idiom: it injects the tracker)
     ) -> tuple[Any, str, dict[str, Any]]:
-        """(table, status line, CSV download). On any failure the inputs are left untouched."""
+        """(table, status line, CSV download). On any failure the inputs are left untouched.
+
+        Progress shows passages scored as each batch returns; Stop (or a client's cancel)
+        cancels this task, and the job sends nothing more (webui/job.py)."""
         started = time.perf_counter()
         try:
             query = text_field(query, "query").strip()
@@ -271,12 +279,15 @@ class PageHandlers:
             outcome = await rank_documents(
                 client,
                 model,
+                self.resources.prepared,
                 query,
                 documents,
                 instruction=(instruction.strip() or contract.default_instruction)
                 if contract.takes_instruction
                 else None,
-                batch_size=min(self.settings.max_docs, contract.limits.max_docs),
+                batch_tokens=self.settings.batch_tokens,
+                max_docs=min(self.settings.max_docs, contract.limits.max_docs),
+                on_progress=lambda done, total: progress((done, total), desc="Scoring", unit="passages"),
             )
         except (DocumentError, BudgetError, RerankError) as error:
             gr.Warning(str(error))
@@ -382,6 +393,7 @@ def create_demo(settings: Settings) -> RerankDemo:
             api_key=settings.api_key,
         ),
         sampler=GpuSampler(),
+        prepared=PreparedCache(settings.prepared_cache_bytes),
     )
     handlers = PageHandlers(resources)
 
