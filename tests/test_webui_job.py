@@ -86,6 +86,7 @@ def rank(
     cache: PreparedCache | None = None,
     batch_tokens: int = 100,
     instruction: str | None = None,
+    query: str = "w001",
 ) -> tuple[RankingOutcome, list[tuple[int, int]]]:
     seen: list[tuple[int, int]] = []
 
@@ -96,7 +97,7 @@ def rank(
                 client,
                 model,
                 PreparedCache(1 << 20) if cache is None else cache,
-                "w001",
+                query,
                 documents,
                 instruction=instruction,
                 batch_tokens=batch_tokens,
@@ -136,13 +137,15 @@ def test_a_server_without_priority_scheduling_gets_no_priority_field() -> None:
 def test_a_repeated_query_costs_no_token_count() -> None:
     server, cache = FakeServer(window=50), PreparedCache(1 << 20)
     documents = [" ".join(WORDS[start : start + 150]) for start in (0, 100, 200)]
-    first, _ = rank(server, documents, cache=cache)
+    rank(server, documents, cache=cache)
     counted = [path for path, _ in server.requests].count("/tokenize")
+    sent_first = [doc for body in server.reranks() for doc in body["documents"]]
     server.requests.clear()
-    second, _ = rank(server, documents, cache=cache)
-    # The same query too was counted before: the second job only scores.
+    second, _ = rank(server, documents, cache=cache, query="w200 w201")
+    # A new query short enough to fit by its bytes: the second job only scores, the same passages.
     assert counted > 3 and [path for path, _ in server.requests] == ["/v1/rerank"] * second.batches
-    assert first == second
+    assert [doc for body in server.reranks() for doc in body["documents"]] == sent_first
+    assert all(body["query"] == "w200 w201" for body in server.reranks())
 
 
 def test_qwen3_pairs_carry_the_instruction_and_budget_from_the_contract() -> None:

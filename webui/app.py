@@ -38,6 +38,7 @@ from webui.documents import (
     text_field,
     upload_choices,
 )
+from webui.evaluate import EvaluateHandlers, build_evaluate_view
 from webui.gpu import GpuSampler
 from webui.job import RankingOutcome, rank_documents
 from webui.login import LoginThrottle
@@ -463,6 +464,19 @@ def create_demo(settings: Settings) -> RerankDemo:
                 gr.Markdown("### GPU memory and engine")
                 panel = build_monitor_panel(settings, resources.sampler)
                 resources.closers.append(panel.poller.aclose)
+        build_evaluate_view(
+            EvaluateHandlers(
+                resources,
+                gather=lambda text, mode, file, column: gather_documents(text, mode, file, column, settings)[0],
+            ),
+            query=query,
+            instruction=instruction,
+            pasted=pasted,
+            split_mode=split_mode,
+            upload=upload,
+            choice=choice,
+            concurrency=settings.concurrency,
+        )
 
         # --- wiring ---
         clear_button.add([query, pasted, upload, table, status, download])

@@ -194,23 +194,23 @@ class Preparer:
         return int(known)
 
     async def prompt_tokens(self, query: str, instruction: str | None) -> int:
-        """Tokens of query and instruction, refused in one line when the server would refuse them."""
-        limits = self.model.contract.limits
-        if instruction is None:
-            tokens = await self.count(query)
-            if tokens > self.model.max_model_len:
-                raise BudgetError(
-                    f"The query is {tokens:,} tokens; the model's window is {self.model.max_model_len:,}. Shorten it."
-                )
+        """Tokens of query and instruction, refused in one line when the server would refuse
+        them. Texts short enough to fit by their bytes alone are estimated, not counted, so a
+        new short query costs no server call."""
+        texts = [query] if not instruction else [query, instruction]
+        limit = self.model.max_model_len if instruction is None else self.model.contract.limits.max_query_tokens
+        specials = await self.count("")
+        sizes = [len(self._as_read(text).encode("utf-8")) for text in texts]
+        if sum(sizes) + specials * len(texts) <= limit:
+            return sum(estimate_tokens(size, specials) for size in sizes)
+        tokens = sum(await all_of([self.count(text) for text in texts]))
+        if tokens <= limit:
             return tokens
-        parts = await all_of([self.count(query), self.count(instruction)]) if instruction else [await self.count(query)]
-        tokens = sum(parts)
-        if tokens > limits.max_query_tokens:
-            raise BudgetError(
-                f"The query and instruction are {tokens:,} tokens; the server takes at most "
-                f"{limits.max_query_tokens:,}. Shorten them."
-            )
-        return tokens
+        if instruction is None:
+            raise BudgetError(f"The query is {tokens:,} tokens; the model's window is {limit:,}. Shorten it.")
+        raise BudgetError(
+            f"The query and instruction are {tokens:,} tokens; the server takes at most {limit:,}. Shorten them."
+        )
 
     async def split(self, text: str, budget: int, specials: int) -> Split:
         key = ("split", self._model_key, budget, text)
