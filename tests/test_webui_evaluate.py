@@ -154,7 +154,8 @@ def test_a_second_instruction_is_measured_beside_the_first(qwen3_page: Page, tmp
     ("rows", "message"),
     [
         ([("capital", 2, "high")], "Row 2: the grade 'high' is not a number"),
-        ([("capital", 2, 1), ("capital", 99, 1)], "Row 3: no document has doc_id '99'; ids are positions 1 to 6"),
+        # The status is Markdown: the underscore of doc_id comes escaped.
+        ([("capital", 2, 1), ("capital", 99, 1)], r"Row 3: no document has doc\_id '99'; ids are positions 1 to 6"),
         ([("capital", 2, 1), ("france", 1, 0)], "Row 3: the query 'france' has no relevant document"),
     ],
 )
