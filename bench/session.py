@@ -132,16 +132,20 @@ class TimingProxy:
     upstream: str
     calls: list[Call] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    client: httpx.AsyncClient | None = None
+    """One client for every call, made in the proxy's own loop: a client per call would add
+    its set-up (an SSL context, even for http) to the page's time on a loaded machine."""
 
     async def forward(self, request: Request) -> Response:
         body = await request.body()
         documents = len(json.loads(body).get("documents", ())) if request.url.path == "/v1/rerank" else 0
-        async with httpx.AsyncClient(base_url=self.upstream, timeout=900) as client:
-            started = time.perf_counter()
-            answer = await client.request(
-                request.method, request.url.path, content=body, headers={"content-type": "application/json"}
-            )
-            seconds = time.perf_counter() - started
+        if self.client is None:
+            self.client = httpx.AsyncClient(base_url=self.upstream, timeout=900)
+        started = time.perf_counter()
+        answer = await self.client.request(
+            request.method, request.url.path, content=body, headers={"content-type": "application/json"}
+        )
+        seconds = time.perf_counter() - started
         with self.lock:
             self.calls.append(Call(request.url.path, seconds, documents, answer.status_code))
         return Response(answer.content, answer.status_code, media_type=answer.headers.get("content-type"))
@@ -290,6 +294,7 @@ def old_rank_documents() -> ModuleType | None:
     spec = importlib.util.spec_from_file_location("before_passages", path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up while it loads
     spec.loader.exec_module(module)
     return module
 
@@ -394,7 +399,10 @@ def run_session(config: SessionConfig) -> dict[str, Any]:
         with serving(proxy) as proxy_url, page(proxy_url, config) as page_url:
             client = Client(page_url, verbose=False)
             try:
-                queries = [ranked_query(client, jsonl, query, proxy) for query in QUERIES]
+                queries = []
+                for query in QUERIES:
+                    queries.append(ranked_query(client, jsonl, query, proxy))
+                    print(queries[-1], flush=True)  # a long run shows where it is
             finally:
                 client.close()
             record["fairness"] = fairness(page_url, jsonl, proxy, config.small_repeats)

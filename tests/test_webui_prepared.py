@@ -68,6 +68,31 @@ def test_a_long_document_is_split_into_passages_that_each_fit_the_budget() -> No
     assert max(word_tokens(passage) for passage in passages) > 30
 
 
+def test_a_long_document_costs_one_count_and_one_per_passage() -> None:
+    # Uniform words: the first cut, from the document's own bytes per token, already fits.
+    counter = CountingTokenizer(word_tokens)
+    passages = split(TEXT, 50, counter)
+    assert counter.calls == [TEXT, *passages]
+
+
+def test_only_a_window_over_the_budget_is_cut_again() -> None:
+    # Dense words ("d00".., a token per byte) in the middle of sparse ones: after the first
+    # cut only the windows holding them are over the budget, and only they are cut again.
+    def dense(text: str) -> int:
+        return sum(3 if word.startswith("d") else 1 for word in text.split()) + 2
+
+    text = " ".join(WORDS[:150] + [f"d{index:02d}" for index in range(30)] + WORDS[150:])
+    counter = CountingTokenizer(dense)
+    passages = split(text, 60, counter)
+    assert all(dense(passage) <= 60 for passage in passages)
+    over = [call for call in counter.calls[1:] if dense(call) > 60]
+    # Each window over the budget was counted once and cut again; every other count is of a
+    # passage, counted once (short ones, provably within the budget, not at all).
+    counted = [call for call in counter.calls[1:] if call not in over]
+    assert over and len(counter.calls) == 1 + len(over) + len(counted)
+    assert set(counted) <= set(passages) and len(counted) == len(set(counted))
+
+
 def test_the_split_records_counted_tokens_for_counted_passages() -> None:
     counter = CountingTokenizer(word_tokens)
     result = asyncio.run(split_document(TEXT, 50, 2, counter))

@@ -135,7 +135,9 @@ async def split_document(
     """The document whole if it fits the budget, else overlapping windows that each fit.
 
     `count` counts a text as the server reads it; `as_read` is that reading (neutralising),
-    used to prove a text fits from its bytes alone.
+    used to prove a text fits from its bytes alone. A window counted over the budget is cut
+    again on its own (its neighbours stay as they are, each counted once), so a long document
+    costs about one count per passage.
     """
     provable = budget - specials
     if provable < 1:
@@ -146,25 +148,48 @@ async def split_document(
     total = await count(text)
     if total <= budget:
         return Split(((0, len(text)),), (total,))
-    # Start from this document's own bytes-per-token, a little under, then shrink until every
-    # window is counted within budget; at `floor` every window provably fits, so this ends.
+    pieces = await _windows_within(text, 0, len(text), total, budget, specials, count, as_read)
+    return Split(tuple(span for span, _ in pieces), tuple(tokens for _, tokens in pieces))
+
+
+async def _windows_within(
+    text: str,
+    start: int,
+    end: int,
+    tokens: int,
+    budget: int,
+    specials: int,
+    count: TokenCounter,
+    as_read: Callable[[str], str],
+) -> list[tuple[tuple[int, int], int]]:
+    """Windows of text[start:end] (counted at `tokens`, over the budget), each within it.
+
+    The width starts from this piece's own bytes per token, a little under; a window still
+    over the budget is cut again the same way. A window of at most provable / MAX_EXPANSION
+    raw bytes provably fits, so the cutting ends.
+    """
+    provable = budget - specials
     floor = max(1, provable // MAX_EXPANSION)
-    width = max(floor, int(0.9 * budget * len(text.encode("utf-8")) / total))
-    while True:
-        spans = window_spans(text, width)
-        read = [as_read(text[start:end]) for start, end in spans]
-        sizes = [len(piece.encode("utf-8")) for piece in read]
-        unproven = [index for index, size in enumerate(sizes) if size > provable]
-        counted = await all_of([count(text[spans[index][0] : spans[index][1]]) for index in unproven])
-        tokens = [estimate_tokens(size, specials) for size in sizes]
-        for index, number in zip(unproven, counted, strict=True):
-            tokens[index] = number
-        worst = max(counted, default=0)
-        if worst <= budget:
-            return Split(tuple(spans), tuple(tokens))
-        if width <= floor:
-            raise BudgetError("A document does not fit the model's window even in short passages.")
-        width = max(floor, min(width - 1, int(width * budget / worst * 0.95)))
+    piece = text[start:end]
+    width = max(floor, int(0.9 * budget * len(piece.encode("utf-8")) / tokens))
+    spans = [(start + left, start + right) for left, right in window_spans(piece, width)]
+    if len(spans) == 1 and width <= floor:
+        raise BudgetError("A document does not fit the model's window even in short passages.")
+    sizes = [len(as_read(text[left:right]).encode("utf-8")) for left, right in spans]
+    unproven = [index for index, size in enumerate(sizes) if size > provable]
+    counted = dict(zip(unproven, await all_of([count(text[slice(*spans[index])]) for index in unproven]), strict=True))
+    over = [index for index in unproven if counted[index] > budget]
+    again = await all_of(
+        [_windows_within(text, *spans[index], counted[index], budget, specials, count, as_read) for index in over]
+    )
+    recut = dict(zip(over, again, strict=True))
+    pieces: list[tuple[tuple[int, int], int]] = []
+    for index, span in enumerate(spans):
+        if index in recut:
+            pieces.extend(recut[index])
+        else:
+            pieces.append((span, counted.get(index, estimate_tokens(sizes[index], specials))))
+    return pieces
 
 
 class Preparer:
