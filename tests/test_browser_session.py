@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -97,10 +98,12 @@ def tab(browser: BrowserContext, page_url: str) -> Iterator[Page]:
 def test_a_long_job_shows_passages_scored_while_it_runs(tab: Page) -> None:
     paste(tab, "where is the market?", [*DOCUMENTS, LONG])
     tab.locator("#rerank-button").click()
-    # Gradio's progress text, e.g. "Scoring 3/14 passages", while the batches return.
-    expect(tab.get_by_text("passages").first).to_be_visible()
-    progress = tab.get_by_text("passages").first.inner_text()
-    assert "/" in progress and "Scoring" in progress, progress
+    # Gradio's progress, "n/total passages", first at 0, then moving as the batches return.
+    expect(tab.get_by_text(re.compile(r"^0/\d+ passages")).first).to_be_visible()
+    moving = tab.get_by_text(re.compile(r"^[1-9]\d*/\d+ passages")).first
+    expect(moving).to_be_visible()
+    done, total = (int(number) for number in re.findall(r"\d+", moving.inner_text())[:2])
+    assert 0 < done < total, moving.inner_text()
     expect(tab.locator('#status [data-testid="markdown"]')).to_contain_text("Ranked 5 documents")
 
 
