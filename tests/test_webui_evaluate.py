@@ -20,6 +20,7 @@ from gradio_client import handle_file
 from server.contract import DEFAULT_INSTRUCTION
 from tests.support.page import LaunchedPage, launched
 from tests.support.server_process import RunningServer
+from webui.app import create_demo
 from webui.settings import Settings
 
 pytestmark = pytest.mark.timeout(900)
@@ -192,3 +193,10 @@ def test_ticked_documents_are_measured_against_the_input_order(minilm_page: Page
     for name in ("nDCG@10", "MRR@10", "Recall@3"):
         assert values[(query, name)][:2] == pytest.approx([base[name], expected[name]], abs=1e-4)
     assert summary.startswith("Evaluated **1** judged query")
+
+
+def test_evaluate_jobs_share_the_rerank_queue_slots() -> None:
+    """Evaluating ranks documents as Rerank does, so it counts against the same limit."""
+    demo = create_demo(Settings(concurrency=3))
+    slots = {fn.api_name: (fn.concurrency_id, fn.concurrency_limit) for fn in demo.fns.values()}
+    assert slots["evaluate"] == slots["rank_for_ticking"] == slots["rerank"] == ("rerank", 3)
