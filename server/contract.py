@@ -81,6 +81,9 @@ class ServedContract:
     limits: Limits = field(default_factory=Limits)
     template_tokens: int = TEMPLATE_TOKENS
     default_instruction: str = DEFAULT_INSTRUCTION
+    priority_scheduling: bool = False
+    """True: the engine runs `--scheduling-policy priority`, so requests may carry vLLM's
+    `priority` field (lower first); any other engine refuses a priority other than 0."""
     published: bool = False
     """False: the server publishes no contract and these are the page's assumptions."""
 
@@ -108,6 +111,8 @@ class ServedContract:
                 ),
                 template_tokens=int(body["template_tokens"]),
                 default_instruction=str(body["default_instruction"]),
+                # Optional: a server of an earlier release publishes no such key.
+                priority_scheduling=body.get("priority_scheduling", False) is True,
                 published=True,
             )
         except (KeyError, TypeError, ValueError) as error:

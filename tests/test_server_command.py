@@ -160,3 +160,10 @@ def test_listening_beyond_loopback_needs_a_key() -> None:
 def test_unknown_profile_is_one_line() -> None:
     out = run_cli("plan", "--profile", "nope")
     assert out.returncode == 2 and "invalid choice" in out.stderr and "Traceback" not in out.stderr
+
+
+@pytest.mark.parametrize("name", list(PROFILES))
+def test_every_profile_schedules_by_priority_and_says_so_in_its_contract(name: str) -> None:
+    cmd = build_command(get_profile(name), ServeOptions(gpu_memory_gib=80))
+    assert flag(cmd.argv, "--scheduling-policy") == "priority"
+    assert json.loads(cmd.env["RERANK_CONTRACT"])["priority_scheduling"] is True

@@ -16,6 +16,7 @@ def test_a_published_contract_reads_back_as_published() -> None:
         "limits": {"max_docs": 5, "max_doc_tokens": 100, "max_query_tokens": 50},
         "template_tokens": 70,
         "default_instruction": "Given a web search query, retrieve relevant passages that answer the query",
+        "priority_scheduling": False,
     }
     read = ServedContract.from_json(body)
     assert read.published and read.takes_instruction
@@ -79,3 +80,10 @@ def test_help_names_each_variable_and_default_the_same_way() -> None:
     text = " ".join(parser().format_help().split())
     assert "port [DEMO_PORT; default 7860]" in text
     assert "key [DEMO_KEY]" in text
+
+
+def test_a_contract_without_priority_scheduling_reads_as_first_come_first_served() -> None:
+    body = ServedContract(priority_scheduling=True).to_json()
+    assert ServedContract.from_json(body).priority_scheduling is True
+    del body["priority_scheduling"]  # a server of an earlier release
+    assert ServedContract.from_json(body).priority_scheduling is False

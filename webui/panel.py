@@ -24,8 +24,8 @@ import pandas as pd
 
 from webui.engine import EnginePoller, EngineState
 from webui.gpu import GpuDevice, GpuSampler, GpuSnapshot
-from webui.jobs import PageLoad
 from webui.markup import inline_markdown
+from webui.page_load import PageLoad
 
 GIB = 1024**3
 TIME_COLUMN = "seconds ago"
@@ -169,7 +169,7 @@ def build_monitor_panel(
     page_jobs: Callable[[], PageLoad] | None = None,
 ) -> MonitorPanel:
     """Lay out the panel in the current gr.Blocks and wire its timer; `page_jobs`, when given,
-    reads the page's own Rerank jobs, shown beside the engine's gauges (see webui/jobs.py)."""
+    reads the page's own Rerank jobs, shown beside the engine's gauges (see webui/page_load.py)."""
     engine = poller or EnginePoller(
         settings.server_url,
         api_key=settings.api_key,

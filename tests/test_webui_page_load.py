@@ -1,4 +1,4 @@
-"""The page's own job counts (webui/jobs.py) where Gradio's queue cannot say: before any job,
+"""The page's own job counts (webui/page_load.py) where Gradio's queue cannot say: before any job,
 and on something that is not a queued Blocks. The live counts are checked in a real browser
 (tests/test_browser.py: the panel while a job is held at the server, and a full queue)."""
 
@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import gradio as gr
 
-from webui.jobs import PageLoad, page_load, queue_full
+from webui.page_load import PageLoad, page_load, queue_full
 
 
 def test_a_queued_page_before_its_first_job_has_none_running_or_waiting() -> None:
