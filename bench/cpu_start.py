@@ -46,11 +46,12 @@ QUERY = "which national research university studies the river water and energy p
 
 CONFIGS: dict[str, tuple[list[str], dict[str, str]]] = {
     # (extra launcher arguments, extra environment)
-    "compile": ([], {}),
-    "compile, no AOT cache": ([], {"VLLM_USE_AOT_COMPILE": "0"}),
+    # The cpu profile now runs eager; --no-enforce-eager (last, so it wins) compiles again.
+    "compile": (["--extra-args=--no-enforce-eager"], {"VLLM_USE_AOT_COMPILE": "1"}),
+    "compile, no AOT cache": (["--extra-args=--no-enforce-eager"], {"VLLM_USE_AOT_COMPILE": "0"}),
     "eager": (["--extra-args=--enforce-eager"], {}),
     "eager, both cores": (["--extra-args=--enforce-eager"], {"VLLM_CPU_NUM_OF_RESERVED_CPU": "0"}),
-    "compile, both cores": ([], {"VLLM_CPU_NUM_OF_RESERVED_CPU": "0"}),
+    "compile, both cores": (["--extra-args=--no-enforce-eager"], {"VLLM_CPU_NUM_OF_RESERVED_CPU": "0"}),
 }
 """The trades compared: vLLM's default torch.compile, the same with the AOT artifact (which
 vllm-cpu 0.32 cannot load back) off, eager mode, and each with no core held back for the API
