@@ -50,8 +50,8 @@ class Profile:
     """vLLM replicas, one per GPU; 0 means one per visible GPU."""
     eager: bool = False
     """--enforce-eager: skip torch.compile. For MiniLM on 2 CPU cores compiling cost 14-39 s
-    a start (second start 85 s vs 30 s) to save 7% a request (0.177 vs 0.189 s, 20 docs of
-    200 words; bench/results/cpu-start.md): the start is what a person waits for."""
+    a start to save 7% a request (0.177 vs 0.189 s, 20 docs of 200 words;
+    bench/results/cpu-start.md): the start is what a person waits for."""
 
 
 _QWEN3_4B = "Qwen/Qwen3-Reranker-4B"
