@@ -13,8 +13,9 @@ and process start-up until the model loads, weights, warm-up/compile, API start)
 two untimed ones. Prints a markdown table and writes cpu-start.md and cpu-start.json under
 bench/results/. Other jobs on the same cores move every number: the 1-min load average is
 recorded beside each one. `--side-by-side` serves the named configurations at once and asks
-each in turn every round, so that background load hits all alike, and writes
-cpu-request-compile-vs-eager.json.
+each in turn every round (cpu-request-compile-vs-eager.json); it turned out unfair on a CPU
+host, where vLLM pins every server's worker to core 0 and idle engines poll: two identical
+servers differed fivefold. Compare configurations with the default mode, one at a time.
 """
 
 from __future__ import annotations
