@@ -52,8 +52,9 @@ class Profile:
     """Schedule the next engine step while the GPU runs this one. vLLM leaves it off for
     pooling models; it is on only where a measurement showed >= 5% on (b) and (c)."""
     eager: bool = False
-    """--enforce-eager: skip torch.compile. For MiniLM on 2 CPU cores compiling cost 20-60 s
-    per start and made requests no faster (bench/results/cpu-start.md)."""
+    """--enforce-eager: skip torch.compile. For MiniLM on 2 CPU cores compiling cost 14-39 s
+    a start to save 7% a request (0.177 vs 0.189 s, 20 docs of 200 words;
+    bench/results/cpu-start.md): the start is what a person waits for."""
 
 
 _QWEN3_4B = "Qwen/Qwen3-Reranker-4B"
