@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -19,6 +20,11 @@ from tests.support.server_process import REPO_ROOT
 GLIBC_MINORS = range(17, 36)
 """manylinux_2_17 .. manylinux_2_35 (Ubuntu 22.04's glibc): pip takes only the platform
 tags it is given, and vLLM's dependencies ship wheels tagged anywhere in that range."""
+
+
+def normalized(name: str) -> str:
+    """A distribution name as PEP 503 compares them: ir_measures and ir-measures are one."""
+    return re.sub(r"[-_.]+", "-", name.strip()).lower()
 
 
 def test_gpu_requirements_resolve_with_the_pages_for_linux_cpython_311(tmp_path: Path) -> None:
@@ -39,7 +45,7 @@ def test_gpu_requirements_resolve_with_the_pages_for_linux_cpython_311(tmp_path:
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     chosen = {
-        item["metadata"]["name"].lower(): item["metadata"]["version"]
+        normalized(item["metadata"]["name"]): item["metadata"]["version"]
         for item in json.loads(report.read_text())["install"]
     }
     pinned = {}
@@ -47,7 +53,7 @@ def test_gpu_requirements_resolve_with_the_pages_for_linux_cpython_311(tmp_path:
         for line in (REPO_ROOT / name).read_text().splitlines():
             if "==" in line and not line.startswith("#"):
                 package, version = line.split("==")
-                pinned[package.strip().lower()] = version.strip()
+                pinned[normalized(package)] = version.strip()
     assert {package: chosen.get(package) for package in pinned} == pinned
 
 
