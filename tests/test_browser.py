@@ -30,7 +30,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from tests.support.browser import DESKTOP, PHONE, WAIT_MS, chromium_for_tests, paste, photograph
-from tests.support.page import LaunchedPage, forward, launched, serving
+from tests.support.page import LaunchedPage, forward, launched, serving, wait_until
 from tests.support.server_process import RunningServer, free_port
 from webui.settings import Settings
 
@@ -437,9 +437,17 @@ def test_a_full_queue_is_the_pages_own_busy_line(
     proxy.holding.set()
     try:
         # Another analyst's two jobs: one runs (held at the server), one fills the only queue place.
-        jobs = [
-            page.client.submit(QUERY, "", "a\nb", "One per line", None, None, 5, api_name="/rerank") for _ in range(2)
-        ]
+        # The second is sent only once the first has left the queue for its slot: until Gradio's
+        # queue loop picks a job up (every 50 ms or so) it still fills the one queue place, and a
+        # second job sent in that moment is refused as "queue full" (seen on a loaded machine).
+        def submit() -> Any:
+            return page.client.submit(QUERY, "", "a\nb", "One per line", None, None, 5, api_name="/rerank")
+
+        arrived = proxy.arrived
+        jobs = [submit()]
+        expect(engine_panel(tab)).to_contain_text(re.compile(r"Ranking: 1\s*Queued: 0"))
+        wait_until(lambda: proxy.arrived > arrived, "the first job to reach the server")
+        jobs.append(submit())
         expect(engine_panel(tab)).to_contain_text(re.compile(r"Ranking: 1\s*Queued: 1"))
         tab.locator("#rerank-button").click()
         expect(status_line(tab)).to_have_text(
