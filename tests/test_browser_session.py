@@ -128,6 +128,8 @@ def test_a_long_job_shows_passages_scored_while_it_runs(tab: Page) -> None:
     assert 0 < done < total, moving.inner_text()
     timer = tab.locator("#status").get_by_text(re.compile(r"\d+(\.\d+)?(/\d+(\.\d+)?)?s$"))
     expect(timer.filter(visible=True)).to_have_count(0)
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    tab.locator("#outputs").screenshot(path=ARTIFACTS / "progress.png")  # the line as a person sees it
     expect(status_line(tab)).to_contain_text("Ranked 5 documents")
 
 
