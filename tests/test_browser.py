@@ -13,7 +13,6 @@ of the page's jobs, and no server address anywhere. Screenshots go to tests/arti
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import re
 import shutil
 import subprocess
@@ -24,22 +23,18 @@ from typing import Any
 
 import httpx
 import pytest
-from playwright.sync_api import BrowserContext, Dialog, Page, ViewportSize, expect, sync_playwright
+from playwright.sync_api import BrowserContext, Dialog, Page, ViewportSize, expect
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from tests.support.browser import DESKTOP, PHONE, ChromiumMissing, chromium_path, open_chromium
-from tests.support.page import LaunchedPage, forward, launched, serving
-from tests.support.server_process import REPO_ROOT, RunningServer, free_port
+from tests.support.browser import DESKTOP, PHONE, WAIT_MS, chromium_for_tests, paste, photograph
+from tests.support.page import LaunchedPage, forward, launched, serving, wait_until
+from tests.support.server_process import RunningServer, free_port
 from webui.settings import Settings
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(900)]
-
-ARTIFACTS = REPO_ROOT / "tests" / "artifacts" / "browser"
-WAIT_MS = 120_000
-"""A rerank on a busy 2-core machine can take a while; every wait is on a selector or text."""
 
 QUERY = "what is the capital of China?"
 HOSTILE = '<script>window.__pwned=1</script><img src=x onerror="window.__pwned=2">'
@@ -146,17 +141,8 @@ def host_has_nvidia_gpu() -> bool:
 @pytest.fixture(scope="module")
 def chromium(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrowserContext]:
     """One Chromium for the module; every browser test fails here, the same way, without it."""
-    try:
-        chromium_path()
-    except ChromiumMissing as missing:
-        pytest.fail(str(missing))
-    expect.set_options(timeout=WAIT_MS)
-    with sync_playwright() as playwright:
-        context = open_chromium(playwright, tmp_path_factory.mktemp("chromium-profile"))
-        try:
-            yield context
-        finally:
-            context.close()
+    with chromium_for_tests(tmp_path_factory.mktemp("chromium-profile")) as context:
+        yield context
 
 
 @pytest.fixture(params=[DESKTOP, PHONE], ids=["desktop", "phone"])
@@ -183,17 +169,7 @@ def open_tab(
         return tab
 
     yield open_page
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    for number, tab in enumerate(tabs):
-        with contextlib.suppress(Exception):
-            tab.screenshot(path=ARTIFACTS / f"{request.node.name}-{number}.png", full_page=True)
-        tab.close()
-
-
-def paste(tab: Page, query: str, documents: list[str]) -> None:
-    tab.get_by_label("Query", exact=True).fill(query)
-    tab.get_by_label("Documents", exact=True).fill("\n".join(documents))
-    expect(tab.locator("#doc-count")).to_contain_text(f"{len(documents)} document")
+    photograph(tabs, request.node.name)
 
 
 def status_line(tab: Page) -> Any:
@@ -461,9 +437,17 @@ def test_a_full_queue_is_the_pages_own_busy_line(
     proxy.holding.set()
     try:
         # Another analyst's two jobs: one runs (held at the server), one fills the only queue place.
-        jobs = [
-            page.client.submit(QUERY, "", "a\nb", "One per line", None, None, 5, api_name="/rerank") for _ in range(2)
-        ]
+        # The second is sent only once the first has left the queue for its slot: until Gradio's
+        # queue loop picks a job up (every 50 ms or so) it still fills the one queue place, and a
+        # second job sent in that moment is refused as "queue full" (seen on a loaded machine).
+        def submit() -> Any:
+            return page.client.submit(QUERY, "", "a\nb", "One per line", None, None, 5, api_name="/rerank")
+
+        arrived = proxy.arrived
+        jobs = [submit()]
+        expect(engine_panel(tab)).to_contain_text(re.compile(r"Ranking: 1\s*Queued: 0"))
+        wait_until(lambda: proxy.arrived > arrived, "the first job to reach the server")
+        jobs.append(submit())
         expect(engine_panel(tab)).to_contain_text(re.compile(r"Ranking: 1\s*Queued: 1"))
         tab.locator("#rerank-button").click()
         expect(status_line(tab)).to_have_text(

@@ -2,10 +2,10 @@
 
     .venv/bin/python -m pytest -m browser tests/test_browser_session.py
 
-Debian's chromium through Playwright (the same browser set-up as tests/test_browser.py),
-against the real MiniLM server. A proxy in front of the server holds each /v1/rerank call a
-moment, so the progress of a long job is on screen long enough to be read. The Evaluate
-view's screenshot is kept in tests/artifacts/browser/evaluate.png (README's picture).
+Debian's chromium through Playwright (tests/support/browser.py, the one harness), at the desk
+screen's size, against the real MiniLM server. A proxy in front of the server holds each
+/v1/rerank call a moment, so the progress of a long job is on screen long enough to be read.
+The Evaluate view's screenshot is kept in tests/artifacts/browser/evaluate.png (README's picture).
 """
 
 from __future__ import annotations
@@ -13,21 +13,23 @@ from __future__ import annotations
 import asyncio
 import math
 import re
+import threading
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
-from playwright.sync_api import BrowserContext, Page, Playwright, expect, sync_playwright
+from playwright.sync_api import BrowserContext, Page, expect
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from tests.support.page import forward, serving
-from tests.support.server_process import RunningServer, free_port
-from tests.test_browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, WAIT_MS, paste
-from webui.app import create_demo
+from tests.support.browser import ARTIFACTS, DESKTOP, WAIT_MS, chromium_for_tests, paste, photograph
+from tests.support.page import LaunchedPage, forward, launched, serving, wait_until
+from tests.support.server_process import RunningServer
 from webui.settings import Settings
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(600)]
@@ -42,69 +44,125 @@ LONG = " ".join(f"river{index % 7} stone{index % 5} market{index % 3}" for index
 """~2,400 MiniLM tokens: ten passages or more, sent as many small batches."""
 
 
-@pytest.fixture(scope="module")
-def page_url(minilm_server: RunningServer) -> Iterator[str]:
-    async def slow(request: Request) -> Response:
-        if request.url.path == "/v1/rerank":
-            await asyncio.sleep(0.5)
-        return await forward(request, minilm_server.url, timeout=60)
+@dataclass
+class SlowProxy:
+    """Forwards everything to the server, holding each /v1/rerank call `delay_s` first (and for
+    as long as `holding` is set), and counts the /v1/rerank calls that reached it."""
 
-    app = Starlette(routes=[Route("/{path:path}", slow, methods=["GET", "POST"])])
+    upstream: str
+    delay_s: float = 0.5
+    holding: threading.Event = field(default_factory=threading.Event)
+    arrived: int = 0
+    """/v1/rerank calls received so far."""
+    held: int = 0
+    """/v1/rerank calls being held now."""
+
+    async def forward(self, request: Request) -> Response:
+        if request.url.path == "/v1/rerank":
+            self.arrived += 1
+            self.held += 1
+            try:
+                await asyncio.sleep(self.delay_s)
+                while self.holding.is_set():
+                    await asyncio.sleep(0.05)
+            finally:
+                self.held -= 1
+        return await forward(request, self.upstream, timeout=60)
+
+
+@pytest.fixture(scope="module")
+def slow(minilm_server: RunningServer) -> Iterator[tuple[SlowProxy, LaunchedPage]]:
+    """The page behind the slow proxy, its batches small (300 tokens), so a long job takes many."""
+    proxy = SlowProxy(minilm_server.url)
+    app = Starlette(routes=[Route("/{path:path}", proxy.forward, methods=["GET", "POST"])])
     with serving(app) as proxy_url:
         settings = Settings(server_url=proxy_url, max_docs=20, timeout=120.0, batch_tokens=300)
-        demo = create_demo(settings)
-        _, url, _ = demo.launch(prevent_thread_lock=True, server_port=free_port(), quiet=True)
-        try:
-            yield url
-        finally:
-            demo.close()
+        with launched(settings) as page:
+            yield proxy, page
+    proxy.holding.clear()
 
 
 @pytest.fixture(scope="module")
-def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrowserContext]:
-    expect.set_options(timeout=WAIT_MS)
-    if not CHROMIUM.is_file():
-        pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium package (tests/run.sh does)")
-    with sync_playwright() as driver:
-        context = launch(driver, tmp_path_factory.mktemp("chromium-profile"))
-        try:
-            yield context
-        finally:
-            context.close()
-
-
-def launch(driver: Playwright, profile: Path) -> BrowserContext:
-    return driver.chromium.launch_persistent_context(
-        profile,
-        executable_path=str(CHROMIUM),
-        headless=True,
-        args=CHROMIUM_ARGS,
-        viewport={"width": 1400, "height": 1100},
-    )
+def chromium(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrowserContext]:
+    with chromium_for_tests(tmp_path_factory.mktemp("chromium-profile")) as context:
+        yield context
 
 
 @pytest.fixture
-def tab(browser: BrowserContext, page_url: str) -> Iterator[Page]:
-    page = browser.new_page()
+def tab(
+    chromium: BrowserContext, slow: tuple[SlowProxy, LaunchedPage], request: pytest.FixtureRequest
+) -> Iterator[Page]:
+    page = chromium.new_page()
+    page.set_viewport_size(DESKTOP)
     page.set_default_timeout(WAIT_MS)
-    page.goto(page_url)
+    page.goto(slow[1].url)
     expect(page.locator("#server-banner")).to_contain_text("Server ready")
-    try:
-        yield page
-    finally:
-        page.close()
+    yield page
+    photograph([page], request.node.name)
+
+
+def progress(tab: Page, line: str, scored: str = r"\d+") -> Any:
+    """Gradio's progress of the tab's job, "Scoring: n/total passages", on the job's own line
+    (Gradio's own "n/total passages | timer" text is hidden on purpose, so visible text only)."""
+    return tab.locator(line).get_by_text(re.compile(rf"\b{scored}/\d+ passages")).filter(visible=True).first
+
+
+def passages(locator: Any) -> tuple[int, int]:
+    done, total = (int(number) for number in re.findall(r"\d+", locator.inner_text())[:2])
+    return done, total
+
+
+def status_line(tab: Page) -> Any:
+    return tab.locator('#status [data-testid="markdown"]')
 
 
 def test_a_long_job_shows_passages_scored_while_it_runs(tab: Page) -> None:
     paste(tab, "where is the market?", [*DOCUMENTS, LONG])
     tab.locator("#rerank-button").click()
-    # Gradio's progress, "n/total passages", first at 0, then moving as the batches return.
-    expect(tab.get_by_text(re.compile(r"^0/\d+ passages")).first).to_be_visible()
-    moving = tab.get_by_text(re.compile(r"^[1-9]\d*/\d+ passages")).first
+    # Gradio's progress on the status line, first at 0, then moving as the batches return;
+    # Gradio's own timer and ETA (taken from earlier jobs) are not shown.
+    expect(progress(tab, "#status", "0")).to_be_visible()
+    moving = progress(tab, "#status", r"[1-9]\d*")
     expect(moving).to_be_visible()
-    done, total = (int(number) for number in re.findall(r"\d+", moving.inner_text())[:2])
+    done, total = passages(moving)
     assert 0 < done < total, moving.inner_text()
-    expect(tab.locator('#status [data-testid="markdown"]')).to_contain_text("Ranked 5 documents")
+    timer = tab.locator("#status").get_by_text(re.compile(r"\d+(\.\d+)?(/\d+(\.\d+)?)?s$"))
+    expect(timer.filter(visible=True)).to_have_count(0)
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    tab.locator("#outputs").screenshot(path=ARTIFACTS / "progress.png")  # the line as a person sees it
+    expect(status_line(tab)).to_contain_text("Ranked 5 documents")
+
+
+def test_stop_returns_the_page_at_once_and_no_batch_follows(tab: Page, slow: tuple[SlowProxy, LaunchedPage]) -> None:
+    proxy, _ = slow
+    # Words of its own, so the long document's passages are new to the page's prepared cache.
+    long = LONG.replace("river", "lake")
+    paste(tab, "where is the lake?", [*DOCUMENTS, long])
+    tab.locator("#rerank-button").click()
+    expect(progress(tab, "#status", r"[1-9]\d*")).to_be_visible()
+    # The next batch is held at the proxy: the job cannot end by itself while Stop is pressed.
+    proxy.holding.set()
+    try:
+        wait_until(lambda: proxy.held > 0, "a batch held at the proxy")
+        done, total = passages(progress(tab, "#status"))
+        assert done < total
+        tab.locator("#stop-button").click()
+        expect(tab.locator("#rerank-button")).to_be_visible()
+        expect(tab.locator("#stop-button")).to_be_hidden()
+        expect(status_line(tab)).to_have_text("⏹️ Stopped; nothing was ranked.")
+        expect(tab.locator('#results [role="gridcell"]')).to_have_count(0)
+        # The job's slot is free: the page's own count, then the task itself gone.
+        expect(tab.locator("#engine-summary")).to_contain_text(re.compile(r"Ranking: 0\s*Queued: 0"))
+        assert proxy.held > 0, "the held batch was answered: Stop did not return the page at once"
+        stopped_at = proxy.arrived
+    finally:
+        proxy.holding.clear()
+    # A two-document job is one batch. Had the stopped job gone on, its next batches (one every
+    # half second at least) would reach the proxy while this one runs.
+    paste(tab, "what is the capital of China?", DOCUMENTS[:2])
+    tab.locator("#rerank-button").click()
+    expect(status_line(tab)).to_contain_text("Ranked 2 documents")
+    assert proxy.arrived == stopped_at + 1
 
 
 def test_evaluate_reads_judgments_and_shows_the_measures(
@@ -141,3 +199,40 @@ def test_evaluate_reads_judgments_and_shows_the_measures(
     assert {"nDCG@10", "MRR@10", "Recall@10"} <= {cell.strip() for cell in cells}
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     tab.locator("#evaluate").screenshot(path=ARTIFACTS / "evaluate.png")
+
+
+def test_an_evaluation_is_the_tabs_job_with_its_progress_and_stop(
+    tab: Page, tmp_path: Path, slow: tuple[SlowProxy, LaunchedPage]
+) -> None:
+    proxy, _ = slow
+    long = LONG.replace("river", "pond")
+    paste(tab, "", [*DOCUMENTS, long])
+    judgments = tmp_path / "judgments.csv"
+    judgments.write_text("query,doc_id,grade\nwhere is the pond?,5,1\n", encoding="utf-8")
+    tab.get_by_text("Evaluate: is this ranking good?").click()
+    tab.locator("#judgments input[type=file]").set_input_files(judgments)
+    tab.locator("#evaluate-button").click()
+    # While it runs: its progress on the view's own line, Rerank is Stop, no second job starts.
+    expect(progress(tab, "#evaluation", r"[1-9]\d*")).to_be_visible()
+    expect(tab.locator("#stop-button")).to_be_visible()
+    expect(tab.locator("#rerank-button")).to_be_hidden()
+    expect(tab.locator("#evaluate-button")).to_be_disabled()
+    expect(tab.locator("#engine-summary")).to_contain_text(re.compile(r"Ranking: 1\s*Queued: 0"))
+
+    proxy.holding.set()
+    try:
+        wait_until(lambda: proxy.held > 0, "a batch held at the proxy")
+        tab.locator("#stop-button").click()
+        expect(tab.locator('#evaluation [data-testid="markdown"]')).to_have_text("⏹️ Stopped; nothing was evaluated.")
+        expect(tab.locator("#rerank-button")).to_be_visible()
+        expect(tab.locator("#evaluate-button")).to_be_enabled()
+        expect(tab.locator("#engine-summary")).to_contain_text(re.compile(r"Ranking: 0\s*Queued: 0"))
+        # Rerank's own line is not touched by the evaluation's Stop.
+        expect(status_line(tab)).to_have_text("")
+        stopped_at = proxy.arrived
+    finally:
+        proxy.holding.clear()
+    paste(tab, "what is the capital of China?", DOCUMENTS[:2])
+    tab.locator("#rerank-button").click()
+    expect(status_line(tab)).to_contain_text("Ranked 2 documents")
+    assert proxy.arrived == stopped_at + 1

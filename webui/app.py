@@ -39,17 +39,18 @@ from webui.documents import (
     text_field,
     upload_choices,
 )
-from webui.evaluate import EvaluateHandlers, build_evaluate_view
+from webui.evaluate import EvaluateHandlers, build_evaluate_view, wire_evaluate_view
 from webui.gpu import GpuSampler
 from webui.job import RankingOutcome, rank_documents
 from webui.login import LoginThrottle
 from webui.markup import inline_markdown
-from webui.page_load import page_load, queue_full
+from webui.page_load import page_load
 from webui.panel import build_monitor_panel
 from webui.passages import BudgetError
 from webui.prepared import PreparedCache
 from webui.results import TABLE_DATATYPES, TABLE_HEADERS, csv_text, ranking_table
 from webui.settings import Settings
+from webui.tab_job import CONCURRENCY_ID, NO_JOB, TabJobs, passages_progress
 from webui.upload_limit import UploadLimit
 
 STYLE_PATH = Path(__file__).with_name("style.css")
@@ -60,10 +61,7 @@ BANNER_TIMEOUT_S = 5.0
 CSV_KEEP_S = 3600.0
 """CSV exports older than this are deleted: they hold the analyst's documents."""
 DEFAULT_TOP_N = 10
-RERANK_CONCURRENCY_ID = "rerank"
-"""Rerank jobs share one concurrency limit (and the panel counts them) under this id."""
 WARNING_MARK = "⚠️"
-BUSY_MESSAGE = "The page is busy: every Rerank slot and queue place is taken. Please try again in a minute."
 PHONE_MAX_WIDTH_PX = 640
 """At most this wide the columns stack (style.css hides secondary table columns at the same width)."""
 SHOW_RESULTS_ON_A_PHONE = (
@@ -177,12 +175,6 @@ def error_status(message: str) -> str:
     return f"{WARNING_MARK} {inline_markdown(message)}"
 
 
-def job_buttons(running: bool) -> tuple[dict[str, Any], dict[str, Any], bool]:
-    """(Rerank, Stop, the tab's job flag): exactly one button is shown, and the flag stops
-    Enter in the query box from starting a second job while one runs."""
-    return gr.update(visible=not running), gr.update(visible=running), running
-
-
 def write_csv(directory: Path, text: str) -> Path:
     """Save one export, deleting exports older than CSV_KEEP_S first."""
     cutoff = time.time() - CSV_KEEP_S
@@ -226,7 +218,7 @@ class PageHandlers:
         self.resources = resources
         self.settings = resources.settings
         self.demo = demo
-        """The Blocks whose queue start_job reads (None: no queue to read, as in unit tests)."""
+        """The Blocks whose queue starting_line reads (None: no queue to read, as in unit tests)."""
 
     def count(self, pasted: str, mode_label: str, upload: str | None, choice: str | None) -> str:
         try:
@@ -309,7 +301,7 @@ class PageHandlers:
                 else None,
                 batch_tokens=self.settings.batch_tokens,
                 max_docs=min(self.settings.max_docs, contract.limits.max_docs),
-                on_progress=lambda done, total: progress((done, total), desc="Scoring", unit="passages"),
+                on_progress=lambda done, total: passages_progress(progress, "Scoring", done, total),
             )
         except (DocumentError, BudgetError, RerankError) as error:
             # The status line only, no toast: a toast outlives the input it was about.
@@ -322,57 +314,32 @@ class PageHandlers:
         )
         return table, status, gr.update(value=str(path), visible=True)
 
-    # The browser's Rerank runs as start_job -> rerank -> finish_job; Stop and Clear cancel it.
+    # The browser's Rerank runs as start -> rerank -> finish (webui/tab_job.py); Stop and Clear cancel it.
 
-    def start_job(
-        self, pasted: str, mode_label: str, upload: str | None, choice: str | None, running: bool
-    ) -> tuple[Any, ...]:
-        """Rerank becomes Stop and the previous results go, before the job is queued. Raising
-        ends the chain there without Gradio's red toast: this tab's job already runs, or the
-        queue is full (see not_started)."""
-        if running or queue_full(self.demo):
-            raise gr.Error(BUSY_MESSAGE, visible=False, print_exception=False)
+    def starting_line(self, pasted: str, mode_label: str, upload: str | None, choice: str | None) -> str:
+        """The status line while a Rerank job waits or runs, before its progress arrives."""
         try:
             documents, _ = gather_documents(pasted, mode_label, upload, choice, self.settings)
             what = f"**{len(documents):,}** document{'s' if len(documents) != 1 else ''}"
         except DocumentError:
             what = "the documents"
-        load = page_load(self.demo, RERANK_CONCURRENCY_ID)
+        load = page_load(self.demo, CONCURRENCY_ID)
         ahead = ""
         if load.running is not None and load.running >= self.settings.concurrency:
             ahead = f" once a slot is free ({load.running} job{'s' if load.running != 1 else ''} running)"
+        return f"⏳ Ranking {what}{ahead}… Stop cancels it."
+
+    def clear(self, jobs: TabJobs) -> tuple[Any, ...]:
+        """Every input the analyst typed or attached, and every output (each job's results and
+        line, `jobs.resets()`), back to the start."""
         return (
-            *job_buttons(running=True),
-            empty_table(),
-            f"⏳ Ranking {what}{ahead}… Stop cancels it.",
-            gr.update(value=None, visible=False),
-        )
-
-    def finish_job(self) -> tuple[Any, ...]:
-        return job_buttons(running=False)
-
-    def stopped(self) -> tuple[Any, ...]:
-        return (*job_buttons(running=False), "⏹️ Stopped; nothing was ranked.")
-
-    def not_started(self, running: bool) -> tuple[Any, ...]:
-        """start_job refused: a second start while this tab's job runs changes nothing; a full
-        queue gets the page's one busy line (API callers get Gradio's own "busy")."""
-        if running:
-            return (gr.skip(),) * 4
-        return (*job_buttons(running=False), f"⏳ {BUSY_MESSAGE}")
-
-    def clear(self) -> tuple[Any, ...]:
-        """Every input the analyst typed or attached, and every output, back to the start."""
-        return (
-            *job_buttons(running=False),
+            *jobs.buttons(NO_JOB),
             "",  # query
             "",  # pasted
             None,  # upload
             gr.update(choices=[], value=None, visible=False),  # column or field
             count_line([], f"({SplitMode.LINES.value.lower()})", self.settings),
-            empty_table(),
-            "",  # status
-            gr.update(value=None, visible=False),  # CSV
+            *jobs.resets().values(),
         )
 
     def forget_warning(self, status: str | None) -> Any:
@@ -548,24 +515,22 @@ def create_demo(settings: Settings) -> RerankDemo:
                     panel = build_monitor_panel(
                         settings,
                         resources.sampler,
-                        page_jobs=lambda: page_load(demo, RERANK_CONCURRENCY_ID),
+                        page_jobs=lambda: page_load(demo, CONCURRENCY_ID),
                     )
                     resources.closers.append(panel.poller.aclose)
-        build_evaluate_view(
-            EvaluateHandlers(
-                resources,
-                gather=lambda text, mode, file, column: gather_documents(text, mode, file, column, settings)[0],
-            ),
-            query=query,
-            instruction=instruction,
-            pasted=pasted,
-            split_mode=split_mode,
-            upload=upload,
-            choice=choice,
-            concurrency=settings.concurrency,
-        )
+        evaluate_view = build_evaluate_view()
 
         # --- wiring ---
+        # One job at a time per tab, of any kind; the flag also stops Enter in the query box
+        # from starting a second one.
+        jobs = TabJobs(
+            demo,
+            rerank_button,
+            stop_button,
+            gr.State(NO_JOB),
+            concurrency=settings.concurrency,
+            starters=evaluate_view.starters,
+        )
         for trigger in (pasted.change, split_mode.change, choice.change):
             trigger(
                 handlers.count,
@@ -605,51 +570,47 @@ def create_demo(settings: Settings) -> RerankDemo:
                 api_visibility="private",
             )
 
-        job_running = gr.State(False)
-        buttons = [rerank_button, stop_button, job_running]
-        started = gr.on(
-            triggers=[rerank_button.click, query.submit],
-            fn=handlers.start_job,
-            inputs=[pasted, split_mode, upload, choice, job_running],
-            outputs=[*buttons, table, status, download],
-            queue=False,
-            show_progress="hidden",
-            api_visibility="private",
-        )
-        started.failure(
-            handlers.not_started, inputs=job_running, outputs=[*buttons, status], queue=False, api_visibility="private"
-        )
-        # The job's own progress (gr.Progress) shows on the status line only; style.css hides
-        # Gradio's timer there, whose ETA is an average over earlier jobs, not this one's.
-        job = started.success(
+        jobs.chain(
+            "rerank",
+            [rerank_button.click, query.submit],
             handlers.rerank,
             inputs=[query, instruction, pasted, split_mode, upload, choice, top_n],
             outputs=[table, status, download],
-            api_name="rerank",
-            concurrency_limit=settings.concurrency,
-            concurrency_id=RERANK_CONCURRENCY_ID,
-            show_progress="minimal",
-            show_progress_on=[status],
+            line=status,
+            starting=handlers.starting_line,
+            starting_inputs=[pasted, split_mode, upload, choice],
+            clears={table: empty_table(), download: gr.update(value=None, visible=False)},
+            stopped="⏹️ Stopped; nothing was ranked.",
+            # On a phone the ranking is below the inputs: bring its status line into view.
+            finish_js=SHOW_RESULTS_ON_A_PHONE,
         )
-        # On a phone the ranking is below the inputs: bring its status line into view.
-        job.then(
-            handlers.finish_job,
-            outputs=buttons,
-            queue=False,
-            api_visibility="private",
-            js=SHOW_RESULTS_ON_A_PHONE,
+        wire_evaluate_view(
+            evaluate_view,
+            EvaluateHandlers(
+                resources,
+                gather=lambda text, mode, file, column: gather_documents(text, mode, file, column, settings)[0],
+            ),
+            jobs,
+            query=query,
+            instruction=instruction,
+            pasted=pasted,
+            split_mode=split_mode,
+            upload=upload,
+            choice=choice,
         )
+        # Stop and Clear cancel whichever job of the tab runs (all of them are in jobs.events).
         stop_button.click(
-            handlers.stopped,
-            outputs=[*buttons, status],
-            cancels=[job],
+            jobs.stop,
+            inputs=jobs.running,
+            outputs=jobs.stop_outputs,
+            cancels=jobs.events,
             queue=False,
             api_visibility="private",
         )
         clear_button.click(
-            handlers.clear,
-            outputs=[*buttons, query, pasted, upload, choice, doc_count, table, status, download],
-            cancels=[job],
+            lambda: handlers.clear(jobs),
+            outputs=[*jobs.controls, query, pasted, upload, choice, doc_count, *jobs.resets()],
+            cancels=jobs.events,
             queue=False,
             show_progress="hidden",
             api_visibility="private",

@@ -6,7 +6,11 @@ the relevant documents of one ranked query, and reads nDCG@10, MRR@10 and Recall
 query and averaged, with the difference. A second instruction, when given, is run on the same
 judgments and shown beside the first. Judged queries are ranked as Rerank ranks them
 (webui/job.py: the same prepared passages, batches, progress and Stop), through the same
-queue slots ("rerank" concurrency id) and limits.
+queue slots and limits, one job at a time per tab with Rerank (webui/tab_job.py): while one runs,
+Rerank is Stop and the view's own start buttons are greyed.
+
+`build_evaluate_view()` lays the accordion out; `wire_evaluate_view(...)` connects it, after
+the page's layout is complete.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from webui.markup import inline_markdown
 from webui.metrics import measure, measure_names
 from webui.passages import BudgetError
 from webui.results import clip, defuse_formula
+from webui.tab_job import TabJobs, passages_progress
 
 if TYPE_CHECKING:
     from webui.app import PageResources
@@ -159,7 +164,7 @@ class EvaluateHandlers:
                 run = query_index * len(instructions) + instruction_index
 
                 def report(done: int, total: int, run: int = run) -> None:
-                    progress((run * total + done, runs * total), desc="Ranking judged queries", unit="passages")
+                    passages_progress(progress, "Ranking judged queries", run * total + done, runs * total)
 
                 outcome = await rank_documents(
                     client,
@@ -187,7 +192,7 @@ class EvaluateHandlers:
 
     @staticmethod
     def _refused(error: Exception) -> tuple[str, pd.DataFrame, dict[str, Any]]:
-        gr.Warning(str(error))
+        # The view's line only, no toast: a toast outlives the input it was about.
         return f"⚠️ {inline_markdown(str(error))}", empty_results(), gr.update(value=None, visible=False)
 
     async def evaluate(
@@ -249,7 +254,6 @@ class EvaluateHandlers:
             documents = self._documents(pasted, mode_label, upload, choice)
             [[order]] = await self._rankings([query], documents, [text_field(instruction, "instruction")], progress)
         except (DocumentError, BudgetError, RerankError) as error:
-            gr.Warning(str(error))
             return gr.update(choices=[], value=[]), None, f"⚠️ {inline_markdown(str(error))}"
         choices = [
             (f"{rank}. [{position + 1}] {clip(' '.join(documents[position].split()), TICK_LABEL_CHARS)}", position)
@@ -275,18 +279,31 @@ class EvaluateHandlers:
         return self._shown([QueryScores(str(state["query"]), values)], k_value, False)
 
 
-def build_evaluate_view(
-    handlers: EvaluateHandlers,
-    *,
-    query: gr.Textbox,
-    instruction: gr.Textbox,
-    pasted: gr.Textbox,
-    split_mode: gr.Radio,
-    upload: gr.File,
-    choice: gr.Dropdown,
-    concurrency: int,
-) -> None:
-    """The Evaluate accordion and its wiring; its jobs share the Rerank queue slots."""
+@dataclass(frozen=True)
+class EvaluateView:
+    """The Evaluate accordion's components, for its wiring."""
+
+    judgments: gr.File
+    second_instruction: gr.Textbox
+    k: gr.Number
+    evaluate_button: gr.Button
+    tick_rank: gr.Button
+    ticks: gr.CheckboxGroup
+    tick_status: gr.Markdown
+    tick_measure: gr.Button
+    ranking: gr.State
+    evaluation: gr.Markdown
+    table: gr.Dataframe
+    download: gr.DownloadButton
+
+    @property
+    def starters(self) -> list[gr.Button]:
+        """The buttons that start a job (greyed while the tab's job runs)."""
+        return [self.evaluate_button, self.tick_rank]
+
+
+def build_evaluate_view() -> EvaluateView:
+    """The Evaluate accordion, laid out (wire_evaluate_view connects it)."""
     with gr.Accordion("Evaluate: is this ranking good?", open=False, elem_id="evaluate"):
         gr.Markdown(
             "Upload relevance judgments (.csv or .jsonl with columns `query`, `document` or `doc_id` "
@@ -314,7 +331,7 @@ def build_evaluate_view(
         with gr.Accordion("…or tick relevant documents of one query", open=False):
             tick_rank = gr.Button("Rank the query above for ticking", elem_id="tick-rank-button")
             ticks = gr.CheckboxGroup(choices=[], label="Relevant documents", elem_id="ticks")
-            tick_status = gr.Markdown("")
+            tick_status = gr.Markdown("", elem_id="tick-status")
             tick_measure = gr.Button("Measure the ticked ranking", elem_id="tick-measure-button")
         ranking = gr.State(None)
         evaluation = gr.Markdown("", elem_id="evaluation")
@@ -322,26 +339,61 @@ def build_evaluate_view(
             value=empty_results(), headers=HEADERS, interactive=False, wrap=True, elem_id="evaluation-table"
         )
         download = gr.DownloadButton("Download per-query CSV", visible=False)
-
-    evaluate_button.click(
-        handlers.evaluate,
-        inputs=[judgments, instruction, second_instruction, pasted, split_mode, upload, choice, k],
-        outputs=[evaluation, table, download],
-        api_name="evaluate",
-        concurrency_limit=concurrency,
-        concurrency_id="rerank",
+    return EvaluateView(
+        judgments=judgments,
+        second_instruction=second_instruction,
+        k=k,
+        evaluate_button=evaluate_button,
+        tick_rank=tick_rank,
+        ticks=ticks,
+        tick_status=tick_status,
+        tick_measure=tick_measure,
+        ranking=ranking,
+        evaluation=evaluation,
+        table=table,
+        download=download,
     )
-    tick_rank.click(
+
+
+def wire_evaluate_view(
+    view: EvaluateView,
+    handlers: EvaluateHandlers,
+    jobs: TabJobs,
+    *,
+    query: gr.Textbox,
+    instruction: gr.Textbox,
+    pasted: gr.Textbox,
+    split_mode: gr.Radio,
+    upload: gr.File,
+    choice: gr.Dropdown,
+) -> None:
+    """Evaluate and ranking for ticking run as the tab's job (Stop and Clear cancel them, their
+    progress shows on the view's own line); measuring the ticks is cheap and is no job."""
+    jobs.chain(
+        "evaluate",
+        [view.evaluate_button.click],
+        handlers.evaluate,
+        inputs=[view.judgments, instruction, view.second_instruction, pasted, split_mode, upload, choice, view.k],
+        outputs=[view.evaluation, view.table, view.download],
+        line=view.evaluation,
+        starting=lambda: "⏳ Evaluating the judged queries… Stop (beside Clear) cancels it.",
+        clears={view.table: empty_results(), view.download: gr.update(value=None, visible=False)},
+        stopped="⏹️ Stopped; nothing was evaluated.",
+    )
+    jobs.chain(
+        "rank_for_ticking",
+        [view.tick_rank.click],
         handlers.rank_for_ticking,
         inputs=[query, instruction, pasted, split_mode, upload, choice],
-        outputs=[ticks, ranking, tick_status],
-        api_name="rank_for_ticking",
-        concurrency_limit=concurrency,
-        concurrency_id="rerank",
+        outputs=[view.ticks, view.ranking, view.tick_status],
+        line=view.tick_status,
+        starting=lambda: "⏳ Ranking the query for ticking… Stop (beside Clear) cancels it.",
+        clears={view.ticks: gr.update(choices=[], value=[]), view.ranking: None},
+        stopped="⏹️ Stopped; nothing was ranked.",
     )
-    tick_measure.click(
+    view.tick_measure.click(
         handlers.measure_ticks,
-        inputs=[ticks, ranking, k],
-        outputs=[evaluation, table, download],
+        inputs=[view.ticks, view.ranking, view.k],
+        outputs=[view.evaluation, view.table, view.download],
         api_name="measure_ticks",
     )
