@@ -1,4 +1,4 @@
-"""`python -m server {serve,plan,wait,profiles}`: start vLLM right for a reranker.
+"""`python -m server {serve,plan,wait,profiles,fleet}`: start vLLM right for a reranker.
 
 Every option of `serve` and `plan` also reads an environment variable (named in its
 help); a flag wins over the variable, the variable over the default.
@@ -16,6 +16,7 @@ from typing import TypeVar
 
 from server.bundled import BundledModelError
 from server.command import LOOPBACK_HOSTS, ServeOptions, build_command, memory_flags, plan_for
+from server.fleet import FleetError, FleetOptions, check_servers, parse_servers, run_fleet
 from server.hardware import detect_gpus
 from server.health import ServerNotReady, wait_healthy
 from server.plan import GIB, Limits, PlanError
@@ -89,6 +90,18 @@ def build_parser() -> argparse.ArgumentParser:
     wait.add_argument("--pid", type=int, help="server process: fail at once if it dies")
 
     sub.add_parser("profiles", help="list the profiles")
+
+    fleet = sub.add_parser(
+        "fleet", help="run vllm-router in front of servers that already run (README: Scaling out)"
+    )
+    fleet.add_argument("--servers", help="their URLs, comma-separated [RERANK_FLEET]")
+    fleet.add_argument("--host", help="the router's address [RERANK_ROUTER_HOST; default 127.0.0.1]")
+    fleet.add_argument("--port", type=int, help="the router's port [RERANK_ROUTER_PORT; default 30000]")
+    fleet.add_argument("--api-key", help="the servers' key; the router requires it too [RERANK_API_KEY]")
+    fleet.add_argument("--log-file", type=Path, help="the router's log [default logs/router-PORT.log]")
+    fleet.add_argument(
+        "--check", action="store_true", help="only check the servers; print how many rerank and exit"
+    )
     return parser
 
 
@@ -178,11 +191,28 @@ def cmd_profiles(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_fleet(args: argparse.Namespace) -> int:
+    options = FleetOptions(
+        servers=parse_servers(_pick(args.servers, "RERANK_FLEET", "", str)),
+        host=_pick(args.host, "RERANK_ROUTER_HOST", "127.0.0.1", str),
+        port=_pick(args.port, "RERANK_ROUTER_PORT", FleetOptions.port, int),
+        api_key=_pick(args.api_key, "RERANK_API_KEY", None, str),
+        log_file=args.log_file,
+    )
+    if args.check:
+        checks = check_servers(options.servers, options.api_key, options.check_timeout_s)
+        for check in checks:
+            print(f"fleet: {check.url}: {'ok' if check.reranks else 'not answering'}: {check.message}", file=sys.stderr)
+        print(sum(check.reranks for check in checks))
+        return 0
+    return run_fleet(options)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    handlers = {"serve": cmd_serve, "plan": cmd_plan, "wait": cmd_wait, "profiles": cmd_profiles}
+    handlers = {"serve": cmd_serve, "plan": cmd_plan, "wait": cmd_wait, "profiles": cmd_profiles, "fleet": cmd_fleet}
     try:
         return handlers[args.command](args)
-    except (StartupError, PlanError, UnknownProfileError, BundledModelError) as exc:
+    except (StartupError, PlanError, UnknownProfileError, BundledModelError, FleetError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

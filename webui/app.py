@@ -406,6 +406,7 @@ def create_demo(settings: Settings) -> RerankDemo:
             timeout=settings.timeout,
             max_connections=settings.concurrency,
             api_key=settings.api_key,
+            rerank_path=settings.rerank_path,
         ),
         sampler=GpuSampler(),
     )
@@ -475,7 +476,7 @@ def create_demo(settings: Settings) -> RerankDemo:
                 download = gr.DownloadButton("Download CSV", visible=False)
             with gr.Column(scale=2, min_width=280):
                 gr.Markdown("### GPU memory and engine")
-                panel = build_monitor_panel(settings, resources.sampler)
+                panel = build_monitor_panel(settings, resources.sampler, metrics_urls=settings.metrics_urls)
                 resources.closers.append(panel.poller.aclose)
 
         # --- wiring ---

@@ -9,7 +9,13 @@ from webui.settings import Settings
 
 async def check_reranker(settings: Settings) -> str:
     """A one-line description of the served model; RerankError with the reason otherwise."""
-    client = RerankClient(settings.server_url, timeout=settings.timeout, max_connections=1, api_key=settings.api_key)
+    client = RerankClient(
+        settings.server_url,
+        timeout=settings.timeout,
+        max_connections=1,
+        api_key=settings.api_key,
+        rerank_path=settings.rerank_path,
+    )
     try:
         info = await client.model_info()
         try:

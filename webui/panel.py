@@ -15,7 +15,7 @@ very first, for the first engine state).
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -118,14 +118,25 @@ def format_engine_markdown(state: EngineState) -> str:
     def count(value: int | None) -> str:
         return "n/a" if value is None else str(value)
 
-    kv = "n/a" if state.kv_cache_usage is None else f"{100 * state.kv_cache_usage:.1f}%"
+    def kv(value: float | None) -> str:
+        return "n/a" if value is None else f"{100 * value:.1f}%"
+
     engines = f" ({state.engines} engines)" if state.engines > 1 else ""
+    if state.servers:
+        engines = f" ({len(state.servers)} servers, {state.engines} engines)"
     lines = [
         f"**Engine{engines}**",
         f"Running: {count(state.running)}",
         f"Waiting: {count(state.waiting)}",
-        f"KV cache: {kv}",
+        f"KV cache: {kv(state.kv_cache_usage)}",
     ]
+    for url, server in state.servers:
+        name = escape_markdown(url.split("://", 1)[-1])
+        if server.reachable:
+            load = f"{count(server.running)} running, {count(server.waiting)} waiting"
+            lines.append(f"{name}: {load}, KV {kv(server.kv_cache_usage)}")
+        else:
+            lines.append(f"{name}: unreachable")
     if state.error:
         lines.append(f"_{escape_markdown(state.error)}_")
     return "  \n".join(lines)
@@ -163,10 +174,15 @@ def build_monitor_panel(
     poller: EnginePoller | None = None,
     *,
     interval_s: float = 1.0,
+    metrics_urls: Sequence[str] = (),
 ) -> MonitorPanel:
-    """Lay out the panel in the current gr.Blocks and wire its timer."""
+    """Lay out the panel in the current gr.Blocks and wire its timer.
+
+    `metrics_urls`: the servers behind a fleet router, whose engines the panel adds up.
+    """
     engine = poller or EnginePoller(
         settings.server_url,
+        metrics_urls=metrics_urls,
         api_key=settings.api_key,
         interval_s=interval_s,
         timeout_s=min(settings.timeout, METRICS_TIMEOUT_S),

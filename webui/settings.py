@@ -65,6 +65,14 @@ class Settings:
     instruction: str = field(default=DEFAULT_INSTRUCTION)
     """The model card's default task instruction, prefilled and editable on the page."""
 
+    rerank_path: str = "/v1/rerank"
+    """vLLM's rerank route; /v2/rerank (the same handler) behind vllm-router, which answers
+    /v1/rerank itself in SGLang's format."""
+
+    metrics_urls: tuple[str, ...] = ()
+    """Servers whose /metrics the engine panel adds up (behind a fleet router, whose own
+    /metrics is one server's); empty: the server URL's."""
+
     def __post_init__(self) -> None:
         checks = (
             (self.concurrency >= 1, "--concurrency must be at least 1"),
@@ -75,6 +83,11 @@ class Settings:
             (self.timeout > 0, "--timeout must be more than 0 seconds"),
             (1 <= self.port <= 65535, "--port must be between 1 and 65535"),
             (self.server_url.startswith(("http://", "https://")), "--server-url must start with http:// or https://"),
+            (self.rerank_path.startswith("/"), "--rerank-path must start with /"),
+            (
+                all(url.startswith(("http://", "https://")) for url in self.metrics_urls),
+                "--metrics-urls must each start with http:// or https://",
+            ),
             (
                 not self.share or bool(self.auth) or self.share_without_auth,
                 (
@@ -142,6 +155,11 @@ def build_parser() -> argparse.ArgumentParser:
     add("--timeout", type=float, help="seconds per server call [env RERANK_TIMEOUT; default 120]")
     add("--api-key", help="server API key, sent as a Bearer token [env RERANK_API_KEY]")
     add("--profile-label", help="server profile shown on the page [env RERANK_PROFILE]")
+    add("--rerank-path", help="the server's rerank route [env RERANK_RERANK_PATH; default /v1/rerank]")
+    add(
+        "--metrics-urls",
+        help="servers whose engines the panel adds up, comma-separated [env RERANK_METRICS_URLS; default: the server]",
+    )
     add("--check-server", action="store_true", help="check that the server reranks, print one line, exit")
     return parser
 
@@ -169,6 +187,11 @@ def settings_from_args(argv: Sequence[str] | None, env: Mapping[str, str]) -> Se
     pick("timeout", args.timeout, "RERANK_TIMEOUT", float)
     pick("api_key", args.api_key, "RERANK_API_KEY")
     pick("profile_label", args.profile_label, "RERANK_PROFILE")
+    pick("rerank_path", args.rerank_path, "RERANK_RERANK_PATH")
+    pick("metrics_urls", args.metrics_urls, "RERANK_METRICS_URLS")
+    if isinstance(values.get("metrics_urls"), str):
+        urls = str(values["metrics_urls"]).split(",")
+        values["metrics_urls"] = tuple(url.strip().rstrip("/") for url in urls if url.strip())
 
     if args.share is not None:
         values["share"] = True
