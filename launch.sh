@@ -10,6 +10,9 @@
 #   --server-port N     vLLM's port (loopback only)         [RERANK_PORT; default 8000]
 #   --server-url URL    use a vLLM server that already runs; none is started
 #                                                           [RERANK_SERVER_URL]
+#   --fleet URL,URL,... servers that already run elsewhere: start vllm-router in
+#                       front of them (port RERANK_ROUTER_PORT, default 30000) and
+#                       the page on it, 4 reranks at once per server [RERANK_FLEET]
 #   --port N            the page's port                     [RERANK_UI_PORT; default 7860]
 #   --host ADDR         the page's address; 0.0.0.0 for all [RERANK_UI_HOST; default 127.0.0.1]
 #   --share             also publish a public Gradio link   [RERANK_SHARE=1]
@@ -32,6 +35,7 @@ die() { say "$*"; exit 1; }
 
 profile=${RERANK_PROFILE:-}
 server_url=${RERANK_SERVER_URL:-}
+fleet=${RERANK_FLEET:-}
 server_port=${RERANK_PORT:-8000}
 page_port=${RERANK_UI_PORT:-7860}
 page_args=()
@@ -42,6 +46,7 @@ while [ $# -gt 0 ]; do
     --model) export RERANK_MODEL=$2; shift 2 ;;
     --server-port) server_port=$2; shift 2 ;;
     --server-url) server_url=$2; shift 2 ;;
+    --fleet) fleet=$2; shift 2 ;;
     --port) page_port=$2; shift 2 ;;
     --host) export RERANK_UI_HOST=$2; shift 2 ;;
     --share) export RERANK_SHARE=1; shift ;;
@@ -66,7 +71,8 @@ if ! flock -n 9; then
   die "already running: $(cat logs/launch.info 2>/dev/null || echo 'another ./launch.sh holds logs/launch.lock'); stop it with Ctrl-C there"
 fi
 
-if [ -z "$server_url" ] && [ -z "$profile" ]; then
+[ -n "$fleet" ] && [ -n "$server_url$profile" ] && die "--fleet starts its own router: leave out --server-url and --profile"
+if [ -z "$server_url" ] && [ -z "$profile" ] && [ -z "$fleet" ]; then
   if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
     profile=qwen3-4b
   else
@@ -82,7 +88,9 @@ if [ "$profile" = multi-gpu ] && [ -z "${RERANK_CONCURRENCY:-}" ]; then
   say "multi-gpu: $gpus GPU(s), one replica each; the page runs $RERANK_CONCURRENCY reranks at once"
 fi
 
-if [ -n "$server_url" ]; then
+if [ -n "$fleet" ]; then
+  server/install.sh --page-only --with-fleet
+elif [ -n "$server_url" ]; then
   server/install.sh --page-only
 else
   server/install.sh
@@ -112,11 +120,35 @@ trap 'stop_all; exit 143' TERM
 port_busy() { "$py" -c "import socket,sys; s=socket.socket(); sys.exit(s.connect_ex(('127.0.0.1', int(sys.argv[1]))) != 0)" "$1"; }
 
 start_server() {
-  "$py" -m server serve --profile "$profile" --port "$server_port" --log-file "logs/vllm-$server_port.log" &
+  if [ -n "$fleet" ]; then
+    "$py" -m server fleet --servers "$fleet" --port "$router_port" --log-file "logs/router-$router_port.log" &
+  else
+    "$py" -m server serve --profile "$profile" --port "$server_port" --log-file "logs/vllm-$server_port.log" &
+  fi
   server_pid=$!
 }
 
-if [ -z "$server_url" ]; then
+if [ -n "$fleet" ]; then
+  # The router answers /v1/rerank itself (SGLang's format): the page uses vLLM's /v2/rerank.
+  router_port=${RERANK_ROUTER_PORT:-30000}
+  port_busy "$router_port" && die "port $router_port is already in use: choose another with RERANK_ROUTER_PORT"
+  healthy=$("$py" -m server fleet --servers "$fleet" --check) || die "the fleet cannot serve (see above)"
+  if [ -z "${RERANK_CONCURRENCY:-}" ]; then
+    export RERANK_CONCURRENCY=$(( 4 * healthy ))
+    say "fleet: $healthy server(s) rerank; the page runs $RERANK_CONCURRENCY reranks at once"
+  fi
+  server_url=http://127.0.0.1:$router_port
+  page_args+=(--rerank-path /v2/rerank --metrics-urls "$fleet")
+  start_server
+  # The page's own check through the router: it answers, with the key, and reranks.
+  for _ in $(seq 1 120); do
+    "$py" -m webui --server-url "$server_url" --rerank-path /v2/rerank --check-server >/dev/null 2>&1 && break
+    kill -0 "$server_pid" 2>/dev/null || { stop_all; die "the fleet's router exited (log: logs/router-$router_port.log)"; }
+    sleep 0.5
+  done
+  "$py" -m webui --server-url "$server_url" --rerank-path /v2/rerank --check-server \
+    || { stop_all; die "the router at $server_url does not rerank (log: logs/router-$router_port.log)"; }
+elif [ -z "$server_url" ]; then
   port_busy "$server_port" && die "port $server_port is already in use: choose another with --server-port"
   server_url=http://127.0.0.1:$server_port
   say "starting vLLM (profile $profile) on $server_url; log: logs/vllm-$server_port.log"
@@ -131,7 +163,7 @@ if [ -z "$server_url" ]; then
   fi
 fi
 
-if [ -z "$server_pid" ]; then
+if [ -z "$server_pid" ] && [ -z "$fleet" ]; then
   say "using the vLLM server at $server_url (none started here)"
   "$py" -m webui --server-url "$server_url" --check-server || die "$server_url is not a usable reranker server"
 fi
