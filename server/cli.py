@@ -94,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     fleet = sub.add_parser(
         "fleet", help="run vllm-router in front of servers that already run (README: Scaling out)"
     )
-    fleet.add_argument("--servers", help="their URLs, comma-separated [RERANK_FLEET]")
+    fleet.add_argument("--servers", metavar="URL,URL", help="the running servers, comma-separated [RERANK_FLEET]")
     fleet.add_argument("--host", help="the router's address [RERANK_ROUTER_HOST; default 127.0.0.1]")
     fleet.add_argument("--port", type=int, help="the router's port [RERANK_ROUTER_PORT; default 30000]")
     fleet.add_argument("--api-key", help="the servers' key; the router requires it too [RERANK_API_KEY]")

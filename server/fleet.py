@@ -111,15 +111,19 @@ async def _check_one(url: str, api_key: str | None, timeout: float) -> ServerChe
     try:
         message = await check_reranker(settings)
     except (ServerUnavailable, ServerTimeout) as error:
-        return ServerCheck(url, reranks=False, reachable=False, message=str(error))
+        return ServerCheck(url, reranks=False, reachable=False, message=_naming(url, str(error)))
     except RerankError as error:
-        return ServerCheck(url, reranks=False, reachable=True, message=str(error))
+        return ServerCheck(url, reranks=False, reachable=True, message=_naming(url, str(error)))
     client = RerankClient(url, timeout=timeout, max_connections=1, api_key=api_key)
     try:
         model = (await client.model_info()).model_id
     finally:
         await client.aclose()
     return ServerCheck(url, reranks=True, reachable=True, message=message, model=model)
+
+
+def _naming(url: str, message: str) -> str:
+    return message if url in message else f"{url}: {message}"
 
 
 def check_servers(servers: Sequence[str], api_key: str | None, timeout: float) -> list[ServerCheck]:
