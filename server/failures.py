@@ -28,12 +28,15 @@ KNOWN_FAILURES: tuple[tuple[str, str], ...] = (
 )
 
 
+UNKNOWN_CAUSE = "vLLM exited (no known cause in its log)"
+
+
 def diagnose(log_text: str) -> str:
     for pattern, advice in KNOWN_FAILURES:
         match = re.search(pattern, log_text)
         if match:
             return f"{advice} ({_line_of(log_text, match.start())})"
-    return "vLLM exited (no known cause in its log)"
+    return UNKNOWN_CAUSE
 
 
 def last_lines(log_path: Path | None, count: int = 15) -> str:

@@ -215,6 +215,17 @@ def page_concurrency(healthy: int) -> int:
     return PAGE_JOBS_PER_SERVER * max(1, healthy)
 
 
+def router_answers(url: str, api_key: str | None) -> bool:
+    """Does the router answer at all? Its /health says 503 while any server is down, and 401
+    without the key; both mean the router itself is up."""
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    try:
+        httpx.get(f"{url}/health", headers=headers, timeout=2.0)
+    except httpx.HTTPError:
+        return False
+    return True
+
+
 def run_fleet(options: FleetOptions) -> int:
     """Check the servers, run the router until it exits or we are stopped; the exit code."""
     if options.host not in ("127.0.0.1", "localhost", "::1") and not options.api_key:
@@ -280,13 +291,9 @@ class _ReadyWatcher(threading.Thread):
         """Set once the router has exited: nothing left to watch or stop."""
 
     def run(self) -> None:
-        headers = {"Authorization": f"Bearer {self.options.api_key}"} if self.options.api_key else {}
         deadline = time.monotonic() + self.options.startup_timeout_s
         while time.monotonic() < deadline and not self.done.is_set():
-            try:
-                # Any answer will do: 503 only says that some server is not healthy yet.
-                httpx.get(f"{self.options.url}/health", headers=headers, timeout=2.0)
-            except httpx.HTTPError:
+            if not router_answers(self.options.url, self.options.api_key):
                 time.sleep(0.5)
                 continue
             print(

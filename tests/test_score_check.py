@@ -1,0 +1,67 @@
+"""`python -m webui --check-server`: quiet on a model that ranks, one warning line on a Qwen3
+reranker served without its prompt template (real vLLM servers)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import TINY_QWEN3_ARGS
+from tests.support.server_process import REPO_ROOT, RunningServer, start_server
+
+# Renders a pair as the bare query and document, as vLLM does with no template at all.
+BARE_TEMPLATE = "{% for message in messages %}{{ message['content'] }}\n{% endfor %}"
+
+
+def check(server: RunningServer, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "webui", "--server-url", server.url, "--check-server", *args],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def untemplated_qwen3(
+    tiny_qwen3_model_dir: Path, log_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RunningServer]:
+    """The tests' tiny Qwen3 reranker with the model card's template swapped for a bare one
+    (the later --chat-template wins)."""
+    template = tmp_path_factory.mktemp("template") / "bare.jinja"
+    template.write_text(BARE_TEMPLATE)
+    extra = TINY_QWEN3_ARGS[0].removeprefix("--extra-args=") + f" --chat-template {template}"
+    server = start_server("qwen3-0.6b-cpu", str(tiny_qwen3_model_dir), log_dir, f"--extra-args={extra}")
+    try:
+        server.wait()
+        yield server
+    finally:
+        server.stop()
+
+
+def test_quiet_on_the_bundled_minilm(minilm_server: RunningServer) -> None:
+    out = check(minilm_server)
+    assert out.returncode == 0, out.stderr
+    assert (
+        out.stdout.strip()
+        == f"sentence-transformers/all-MiniLM-L6-v2 at {minilm_server.url} reranks (window 256 tokens)"
+    )
+    assert out.stderr == ""
+
+
+def test_warns_for_a_qwen3_reranker_served_without_its_template(untemplated_qwen3: RunningServer) -> None:
+    out = check(untemplated_qwen3, "--profile-label", "qwen3-0.6b-cpu")
+    assert out.returncode == 0  # a warning, not a refusal: the server does answer
+    warnings = out.stderr.strip().splitlines()
+    assert len(warnings) == 1, out.stderr
+    assert warnings[0].startswith(f"warning: {untemplated_qwen3.model} looks like a Qwen3 reranker served without")
+
+
+def test_no_template_warning_when_the_template_is_served(tiny_qwen3_server: RunningServer) -> None:
+    # Its random weights rank anything anywhere, so the ranking may still warn; the template
+    # it is served with must not be reported missing.
+    out = check(tiny_qwen3_server, "--profile-label", "qwen3-0.6b-cpu")
+    assert out.returncode == 0, out.stderr
+    assert "without its prompt template" not in out.stderr
