@@ -94,8 +94,11 @@ def config_from_args(args: argparse.Namespace, env: dict[str, str]) -> LaunchCon
         port = int(router_port) if router_port else LaunchConfig.router_port
     except (FleetError, ValueError) as error:
         raise StartupError(f"--fleet / RERANK_ROUTER_PORT: {error}") from None
+    server_url = args.server_url or env.get("RERANK_SERVER_URL") or None
+    if servers and server_url:
+        raise StartupError("--fleet starts a router of its own: leave out --server-url (RERANK_SERVER_URL)")
     return LaunchConfig(
-        server_url=(args.server_url or env.get("RERANK_SERVER_URL") or None),
+        server_url=server_url,
         fleet=servers,
         router_port=port,
         verbose=args.verbose if args.verbose is not None else env.get("RERANK_VERBOSE", "") in ("1", "true", "yes"),

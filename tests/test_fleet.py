@@ -86,18 +86,21 @@ def test_fleet_and_page_options_are_checked_in_one_line() -> None:
         settings_from_args(["--metrics-urls", "a:8000"], {})
 
 
-def test_fleet_refuses_a_public_address_without_a_key() -> None:
+def run_server_cli(*args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("RERANK_")}
-    out = subprocess.run(
-        [sys.executable, "-m", "server", "fleet", "--servers", "http://127.0.0.1:9", "--host", "0.0.0.0"],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
+    return subprocess.run(
+        [sys.executable, "-m", "server", *args], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=60
     )
+
+
+def test_fleet_refuses_a_public_address_without_a_key_and_a_second_server_url() -> None:
+    out = run_server_cli("fleet", "--servers", "http://127.0.0.1:9", "--host", "0.0.0.0")
     assert out.returncode == 2 and "Traceback" not in out.stderr
     assert out.stderr.strip().startswith("error: refusing to listen on 0.0.0.0 without --api-key")
+
+    out = run_server_cli("launch", "--fleet", "http://127.0.0.1:9", "--server-url", "http://127.0.0.1:8")
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert out.stderr.strip() == "error: --fleet starts a router of its own: leave out --server-url (RERANK_SERVER_URL)"
 
 
 # --- a real fleet --------------------------------------------------------------------------------
