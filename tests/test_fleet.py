@@ -28,7 +28,7 @@ import psutil
 import pytest
 from gradio_client import Client
 
-from server.fleet import FleetError, parse_servers
+from server.fleet import FleetError, KeyCheck, parse_servers
 from tests.support.page import LaunchedPage
 from tests.support.page import launched as launch_page
 from tests.support.server_process import REPO_ROOT, RunningServer, free_port, start_server
@@ -84,6 +84,20 @@ def test_fleet_and_page_options_are_checked_in_one_line() -> None:
     assert settings_from_args(["--rerank-path", "/v2/rerank"], {}).rerank_path == "/v2/rerank"
     with pytest.raises(SettingsError, match="--metrics-urls"):
         settings_from_args(["--metrics-urls", "a:8000"], {})
+
+
+def test_the_key_check_the_router_asks_accepts_only_the_bearer_key() -> None:
+    with KeyCheck(API_KEY) as check:
+        for authorization, status in (
+            (f"Bearer {API_KEY}", 200),
+            (f"bearer {API_KEY}", 200),
+            ("Bearer wrong", 401),
+            (API_KEY, 401),
+            (f"Bearer {API_KEY}x", 401),
+            ("", 401),
+        ):
+            headers = {"Authorization": authorization} if authorization else {}
+            assert httpx.get(check.url, headers=headers, timeout=10).status_code == status, authorization
 
 
 def run_server_cli(*args: str) -> subprocess.CompletedProcess[str]:
