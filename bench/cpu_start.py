@@ -2,6 +2,7 @@
 
     .venv/bin/python -m bench.cpu_start                   # about 15 min on 2 cores
     .venv/bin/python -m bench.cpu_start --configs eager --repeats 10
+    .venv/bin/python -m bench.cpu_start --side-by-side compile eager   # per request only
 
 Each configuration is started twice through the project's launcher (`python -m server serve
 --profile cpu`) with a compile cache of its own (VLLM_CACHE_ROOT, TORCHINDUCTOR_CACHE_DIR
@@ -11,7 +12,9 @@ and process start-up until the model loads, weights, warm-up/compile, API start)
 `--repeats` timed requests of 20 documents of 200 words go straight to /v1/rerank after
 two untimed ones. Prints a markdown table and writes cpu-start.md and cpu-start.json under
 bench/results/. Other jobs on the same cores move every number: the 1-min load average is
-recorded beside each one.
+recorded beside each one. `--side-by-side` serves the named configurations at once and asks
+each in turn every round, so that background load hits all alike, and writes
+cpu-request-compile-vs-eager.json.
 """
 
 from __future__ import annotations

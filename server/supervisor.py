@@ -20,6 +20,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass
@@ -380,18 +381,25 @@ class Supervisor:
         env = child_env({"RERANK_API_KEY": self.options.api_key} if self.options.api_key else {})
         if self.config.server_url is None and not self.config.fleet:
             env["RERANK_PROFILE"] = self.profile.name
-        done = subprocess.run(
-            argv, env=env, cwd=REPO_ROOT, capture_output=True, text=True, stdin=subprocess.DEVNULL, check=False
-        )
-        if self.stop_signal is not None:
-            raise StopRequested
-        said = [line for line in (done.stdout + done.stderr).splitlines() if line.strip()]
-        for line in said:
-            # Our own server's description would only repeat what the lines above said.
-            if self.config.server_url is not None or not line.endswith(")") or line.startswith(("warning", "error")):
+        with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+            check = subprocess.Popen(argv, env=env, cwd=REPO_ROOT, stdin=subprocess.DEVNULL, stdout=out, stderr=err)
+            try:
+                while check.poll() is None:  # polled, so that a stop need not wait for it
+                    self._pause(0.2)
+            finally:
+                if check.poll() is None:
+                    check.kill()
+                    check.wait()
+            out.seek(0)
+            err.seek(0)
+            described, warned = out.read().strip(), err.read().strip()
+        # stdout describes the server: news only for one we did not start. stderr holds the
+        # warning or the error, always shown.
+        for text in (described if self.config.server_url is not None else "", warned):
+            if text:
                 with contextlib.suppress(OSError, ValueError):
-                    print(line, file=sys.stderr, flush=True)
-        if done.returncode != 0:
+                    print(text, file=sys.stderr, flush=True)
+        if check.returncode != 0:
             raise StartupError(f"{self.server_url} is not a usable reranker server")
 
     # --- after start -----------------------------------------------------------------------

@@ -1,21 +1,24 @@
 """./launch.sh end to end, as users and their scripts start it: the console, ranking through
 the page, a vLLM crash, and stopping by SIGINT, SIGTERM and SIGKILL from any kind of parent.
 
-vLLM starts take minutes on 2 cores, so three launchers start at once, each with its own
+vLLM starts take minutes on 2 cores, so four launchers start at once, each with its own
 log folder (and so its own lock): `product` (started as a script's background job: SIGINT
 ignored at entry, its own session, no stdin) serves most tests and ends with one SIGINT;
 `killed` ends with SIGKILL of the launcher; `terminated`, started with stdin closed
-altogether, ends with SIGTERM.
+altogether, ends with SIGTERM; `terminal` runs on a pty and ends with a typed ^C.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
+import pty
 import re
 import signal
 import socket
 import subprocess
 import sys
+import termios
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -71,6 +74,12 @@ def _with_stdin_closed() -> None:
     os.close(0)
 
 
+def _with_a_controlling_terminal() -> None:
+    """After setsid: stdin (a pty) becomes the session's terminal, its group the foreground
+    one, so ^C typed on the terminal sends SIGINT to the launcher's group, as in a shell."""
+    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+
 @dataclass
 class Launched:
     proc: subprocess.Popen[bytes]
@@ -78,6 +87,8 @@ class Launched:
     page_port: int
     output: Path
     log_dir: Path
+    terminal: int | None = None
+    """The pty's controlling side, for the launcher started on a terminal."""
 
     def said(self) -> str:
         return self.output.read_text(errors="replace")
@@ -142,9 +153,14 @@ def launchers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, La
         "killed": start_launcher(tmp_path_factory.mktemp("killed")),
         "terminated": start_launcher(tmp_path_factory.mktemp("terminated"), _with_stdin_closed, stdin=None),
     }
+    terminal, tty = pty.openpty()
+    started["terminal"] = start_launcher(tmp_path_factory.mktemp("terminal"), _with_a_controlling_terminal, stdin=tty)
+    os.close(tty)
+    started["terminal"].terminal = terminal
     yield started
     for launched in started.values():
         launched.stop()
+    os.close(terminal)
 
 
 @pytest.fixture(scope="module")
@@ -258,6 +274,18 @@ def test_sigterm_stops_everything_started_without_stdin(launchers: dict[str, Lau
     assert terminated.proc.wait(timeout=STOP_DEADLINE_S) == 0
     wait_all_gone(family, STOP_DEADLINE_S)
     assert not port_open(terminated.server_port) and not port_open(terminated.page_port)
+
+
+def test_ctrl_c_on_a_terminal_stops_everything(launchers: dict[str, Launched]) -> None:
+    on_terminal = launchers["terminal"]
+    on_terminal.wait_ready()
+    assert on_terminal.terminal is not None
+    family = on_terminal.family()
+    assert len(family) >= 4
+    os.write(on_terminal.terminal, b"\x03")  # ^C: the terminal sends SIGINT to its foreground group
+    assert on_terminal.proc.wait(timeout=STOP_DEADLINE_S) == 0
+    wait_all_gone(family, STOP_DEADLINE_S)
+    assert not port_open(on_terminal.server_port) and not port_open(on_terminal.page_port)
 
 
 def test_help_lists_every_option_and_variable() -> None:

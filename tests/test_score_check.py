@@ -12,6 +12,7 @@ import pytest
 
 from tests.conftest import TINY_QWEN3_ARGS
 from tests.support.server_process import REPO_ROOT, RunningServer, start_server
+from webui.check import SanityResult
 
 # Renders a pair as the bare query and document, as vLLM does with no template at all.
 BARE_TEMPLATE = "{% for message in messages %}{{ message['content'] }}\n{% endfor %}"
@@ -65,3 +66,12 @@ def test_no_template_warning_when_the_template_is_served(tiny_qwen3_server: Runn
     out = check(tiny_qwen3_server, "--profile-label", "qwen3-0.6b-cpu")
     assert out.returncode == 0, out.stderr
     assert "without its prompt template" not in out.stderr
+
+
+def test_the_warning_names_the_template_first_then_the_ranking() -> None:
+    assert SanityResult(worst_margin=0.5, template_tokens=None).warning("m") is None
+    assert SanityResult(worst_margin=0.5, template_tokens=60).warning("m") is None
+    ranking = SanityResult(worst_margin=0.01, template_tokens=None).warning("m")
+    assert ranking is not None and ranking.startswith("warning: m does not rank plainly relevant documents first")
+    template = SanityResult(worst_margin=-0.3, template_tokens=2).warning("m")
+    assert template is not None and template.startswith("warning: m looks like a Qwen3 reranker served without")

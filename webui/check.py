@@ -117,9 +117,12 @@ async def score_sanity(settings: Settings) -> tuple[str, SanityResult]:
         template_tokens = None
         if looks_like_qwen3(model_id, settings.profile_label):
             case = SANITY_CASES[0]
-            pair = await client.rerank(model_id, case.query, [case.answer])
-            bare = await client.count_tokens(model_id, case.query) + await client.count_tokens(model_id, case.answer)
-            template_tokens = pair.prompt_tokens - bare
+            try:
+                pair = await client.rerank(model_id, case.query, [case.answer])
+                query_tokens = await client.count_tokens(model_id, case.query)
+                template_tokens = pair.prompt_tokens - query_tokens - await client.count_tokens(model_id, case.answer)
+            except RerankError:
+                pass  # no /tokenize behind this URL: the ranking check alone must do
         return model_id, SanityResult(worst_margin=min(margins), template_tokens=template_tokens)
     finally:
         await client.aclose()
