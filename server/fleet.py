@@ -20,6 +20,7 @@ the page's key travels on to each server, which checks it again.
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import json
 import os
 import signal
@@ -233,6 +234,8 @@ def run_fleet(options: FleetOptions) -> int:
             f"refusing to listen on {options.host} without --api-key: the router's routes, "
             "adding and removing servers included, would answer anyone"
         )
+    if importlib.util.find_spec("vllm_router_rs") is None:
+        raise FleetError("vllm-router is not installed here: server/install.sh --with-fleet installs it")
     check_port_free(options.host, options.port)
     checks = check_servers(options.servers, options.api_key, options.check_timeout_s)
     for check in checks:
