@@ -20,6 +20,7 @@ the page's key travels on to each server, which checks it again.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib.util
 import json
 import os
@@ -247,7 +248,7 @@ def run_fleet(options: FleetOptions) -> int:
     if options.api_key:
         env[KEY_ENV] = options.api_key
     key_check = KeyCheck(options.api_key) if options.api_key else None
-    with key_check or _NoKeyCheck():
+    with key_check or contextlib.nullcontext():
         env[CONFIG_ENV] = json.dumps(router_config(options, key_check.url if key_check else None))
         command = ServeCommand(argv=[sys.executable, "-m", "server.router"], env=env, plan=None)
         print(
@@ -272,14 +273,6 @@ def run_fleet(options: FleetOptions) -> int:
         print(last_lines(options.log_path, 5), file=sys.stderr)
         return 1
     return 0
-
-
-class _NoKeyCheck:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
 
 
 class _ReadyWatcher(threading.Thread):
