@@ -10,6 +10,9 @@
 #   --server-port N     vLLM's port (loopback only)         [RERANK_PORT; default 8000]
 #   --server-url URL    use a vLLM server that already runs; none is started
 #                                                           [RERANK_SERVER_URL]
+#   --fleet URL,URL,... servers that already run elsewhere: start vllm-router in
+#                       front of them (port RERANK_ROUTER_PORT, default 30000) and
+#                       the page on it, 4 reranks at once per server [RERANK_FLEET]
 #   --port N            the page's port                     [RERANK_UI_PORT; default 7860]
 #   --host ADDR         the page's address; 0.0.0.0 for all [RERANK_UI_HOST; default 127.0.0.1]
 #   --share             also publish a public Gradio link   [RERANK_SHARE=1]
@@ -38,11 +41,13 @@ die() { say "$*"; exit 1; }
 launch_args=()
 page_args=()
 server_url=${RERANK_SERVER_URL:-}
+fleet=${RERANK_FLEET:-}
 [ "${RERANK_SHARE_WITHOUT_AUTH:-0}" = 1 ] && page_args+=(--share-without-auth)
 while [ $# -gt 0 ]; do
   case "$1" in
     --profile|--model|--server-port|--api-key) launch_args+=("$1" "$2"); shift 2 ;;
     --server-url) server_url=$2; launch_args+=("$1" "$2"); shift 2 ;;
+    --fleet) fleet=$2; launch_args+=("$1" "$2"); shift 2 ;;
     --verbose) launch_args+=("$1"); shift ;;
     --port|--host|--auth|--concurrency|--queue-size) page_args+=("$1" "$2"); shift 2 ;;
     --share|--share-without-auth) page_args+=("$1"); shift ;;
@@ -53,7 +58,9 @@ while [ $# -gt 0 ]; do
 done
 
 venv=${RERANK_VENV:-.venv}
-if [ -n "$server_url" ]; then
+if [ -n "$fleet" ]; then
+  server/install.sh --page-only --with-fleet
+elif [ -n "$server_url" ]; then
   server/install.sh --page-only
 else
   server/install.sh

@@ -22,14 +22,17 @@ OPEN_PATHS = frozenset({"/health"})
 async def require_api_key(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
     if request.method == "OPTIONS" or request.url.path in OPEN_PATHS:
         return await call_next(request)
-    expected = os.environ.get("VLLM_API_KEY", "")
-    scheme, _, given = request.headers.get("authorization", "").partition(" ")
+    if not bearer_matches(request.headers.get("authorization", ""), os.environ.get("VLLM_API_KEY", "")):
+        return JSONResponse({"error": {"message": "missing or wrong API key", "code": 401}}, status_code=401)
+    return await call_next(request)
+
+
+def bearer_matches(authorization: str, expected: str) -> bool:
+    """Is the `Authorization` header value "Bearer <expected>"? Never true for an empty key."""
+    scheme, _, given = authorization.partition(" ")
     # Compare digests of equal length in constant time.
-    ok = (
+    return (
         bool(expected)
         and scheme.lower() == "bearer"
         and secrets.compare_digest(hashlib.sha256(given.encode()).digest(), hashlib.sha256(expected.encode()).digest())
     )
-    if not ok:
-        return JSONResponse({"error": {"message": "missing or wrong API key", "code": 401}}, status_code=401)
-    return await call_next(request)

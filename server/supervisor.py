@@ -29,6 +29,7 @@ from typing import IO
 
 from server.command import ServeOptions, build_command, plan_for
 from server.failures import UNKNOWN_CAUSE, diagnose
+from server.fleet import FleetError, check_servers, page_concurrency, parse_servers, router_answers
 from server.health import is_healthy
 from server.options import EnvArgumentParser
 from server.plan import GIB
@@ -48,6 +49,11 @@ class LaunchConfig:
 
     server_url: str | None = None
     """A vLLM server that already runs: none is started, it is only checked and used."""
+    fleet: tuple[str, ...] = ()
+    """Servers that already run elsewhere: vllm-router is started in front of them instead
+    of vLLM, and watched and restarted as vLLM would be (server/fleet.py)."""
+    router_port: int = 30000
+    """The fleet router's port, on loopback [RERANK_ROUTER_PORT]."""
     verbose: bool = False
     """Stream vLLM's and the page's logs to the console too, as before this supervisor."""
     startup_timeout: float = 900.0
@@ -65,6 +71,14 @@ def add_arguments(parser: EnvArgumentParser) -> None:
     add = parser.add_env_argument
     add("--server-port", dest="port", env="RERANK_PORT", type=int, default=8000, help="vLLM's port")
     add("--server-url", env="RERANK_SERVER_URL", help="use this running vLLM server; none is started")
+    add("--fleet", env="RERANK_FLEET", default="", help="running servers, comma-separated: a router in front of them")
+    add(
+        "--router-port",
+        env="RERANK_ROUTER_PORT",
+        type=int,
+        default=LaunchConfig.router_port,
+        help="the fleet router's port, on loopback",
+    )
     add("--extra-args", env="RERANK_VLLM_ARGS", default="", help="more vLLM arguments, appended last")
     add("--api-key", env="RERANK_API_KEY", help="key between page and server")
     add("--verbose", env="RERANK_VERBOSE", action="store_true", default=False, help="stream vLLM's and the page's logs")
@@ -90,8 +104,17 @@ def config_from_args(args: argparse.Namespace) -> LaunchConfig:
     page_args = list(args.page_args)
     if page_args[:1] == ["--"]:
         page_args = page_args[1:]
+    try:
+        servers = parse_servers(args.fleet) if args.fleet else ()
+    except FleetError as error:
+        raise StartupError(f"--fleet: {error}") from None
+    server_url = args.server_url or None
+    if servers and server_url:
+        raise StartupError("--fleet starts a router of its own: leave out --server-url (RERANK_SERVER_URL)")
     return LaunchConfig(
-        server_url=args.server_url or None,
+        server_url=server_url,
+        fleet=servers,
+        router_port=args.router_port,
         verbose=args.verbose,
         startup_timeout=args.startup_timeout,
         log_dir=args.log_dir,
@@ -130,6 +153,13 @@ class Supervisor:
         self.page: ChildProcess | None = None
         self.server_url = config.server_url or f"http://127.0.0.1:{options.port}"
         self.vllm_log = config.log_dir / f"vllm-{options.port}.log"
+        self.what = "vLLM"
+        """What the watched server child is: vLLM, or a fleet's router."""
+        self.fleet_servers_healthy = 0
+        if config.fleet:
+            self.server_url = f"http://127.0.0.1:{config.router_port}"
+            self.vllm_log = config.log_dir / f"fleet-{config.router_port}.log"
+            self.what = "the router"
         self.page_log = config.log_dir / "page.log"
 
     # --- signals ---------------------------------------------------------------------------
@@ -177,7 +207,9 @@ class Supervisor:
             lock.close()
 
     def _run(self) -> int:
-        if self.config.server_url is None:
+        if self.config.fleet:
+            self._start_fleet()
+        elif self.config.server_url is None:
             self.console.say(self.reason)
             plan = plan_for(self.profile, self.options)
             where = "of GPU memory per GPU" if self.profile.device == "cuda" else "of RAM"
@@ -191,7 +223,9 @@ class Supervisor:
         else:
             self.console.say(f"using the vLLM server at {self.server_url} (none started here)")
         self._start_page()
-        if self.vllm is not None:
+        if self.config.fleet:
+            self._wait_router()
+        elif self.vllm is not None:
             self._wait_first_health()
         self._check_scores()
         self._wait_page()
@@ -233,6 +267,51 @@ class Supervisor:
         )
         self.vllm.start()
 
+    # --- a fleet's router (instead of vLLM) -------------------------------------------------
+
+    def _start_fleet(self) -> None:
+        """Check the servers as the page would, then run `python -m server fleet` as our child."""
+        try:
+            checks = check_servers(self.config.fleet, self.options.api_key, timeout=60.0)
+        except FleetError as error:
+            raise StartupError(f"the fleet cannot serve: {error}") from None
+        for check in checks:
+            state = "" if check.reranks else "not answering yet: "
+            self.console.say(f"fleet: {state}{check.message}")
+        self.fleet_servers_healthy = sum(check.reranks for check in checks)
+        check_port_free("127.0.0.1", self.config.router_port, "RERANK_ROUTER_PORT")
+        self._start_router()
+        self.console.say(f"starting vllm-router on {self.server_url}; its log: {self._shown(self.vllm_log)}")
+
+    def _start_router(self) -> None:
+        argv = [
+            sys.executable, "-m", "server", "fleet", "--servers", ",".join(self.config.fleet),
+            "--port", str(self.config.router_port),
+            "--log-file", str(self.config.log_dir / f"router-{self.config.router_port}.log"),
+        ]  # fmt: skip
+        env = {"RERANK_API_KEY": self.options.api_key} if self.options.api_key else {}
+        echo = sys.stderr if self.config.verbose else None
+        self.vllm = ChildProcess(argv, child_env(env), self.vllm_log, echo=echo)
+        self.vllm.start()
+
+    def _wait_router(self) -> None:
+        assert self.vllm is not None
+        deadline = time.monotonic() + 120
+        while not router_answers(self.server_url, self.options.api_key):
+            if self.vllm.poll() is not None:
+                self._fail("the fleet's router exited during startup", self.vllm)
+            if time.monotonic() > deadline:
+                self._fail("the fleet's router did not answer in 120 s", self.vllm)
+            self._pause(0.5)
+        self.console.say("vllm-router ready")
+
+    def _server_up(self) -> bool:
+        if self.config.fleet:
+            return router_answers(self.server_url, self.options.api_key)
+        return is_healthy(self.server_url, timeout=1.0)
+
+    # --- vLLM ------------------------------------------------------------------------------
+
     def _wait_first_health(self) -> None:
         assert self.vllm is not None
         while not is_healthy(self.server_url, timeout=1.0):
@@ -261,13 +340,18 @@ class Supervisor:
 
     def _start_page(self) -> None:
         """Started beside vLLM's load: its own import costs seconds that overlap vLLM's."""
-        env = {"RERANK_PROFILE": self.profile.name} if self.config.server_url is None else {}
+        started_vllm = self.config.server_url is None and not self.config.fleet
+        env = {"RERANK_PROFILE": self.profile.name} if started_vllm else {}
         if self.options.api_key:
             env["RERANK_API_KEY"] = self.options.api_key
+        if self.config.fleet and not os.environ.get("RERANK_CONCURRENCY"):
+            env["RERANK_CONCURRENCY"] = str(page_concurrency(self.fleet_servers_healthy))
+            self.console.say(f"fleet: the page runs {env['RERANK_CONCURRENCY']} reranks at once")
         if self.profile.name == "multi-gpu" and not os.environ.get("RERANK_CONCURRENCY"):
             # One replica per GPU serves that many more requests at once: let the page send them.
             env["RERANK_CONCURRENCY"] = str(4 * self.options.num_gpus)
-        argv = [sys.executable, "-m", "webui", "--server-url", self.server_url, *self.config.page_args]
+        argv = [sys.executable, "-m", "webui", "--server-url", self.server_url, *self._fleet_page_args()]
+        argv += self.config.page_args
         self.page = ChildProcess(
             argv,
             child_env(env),
@@ -276,6 +360,12 @@ class Supervisor:
             on_line=self._page_line,
         )
         self.page.start()
+
+    def _fleet_page_args(self) -> list[str]:
+        """Behind vllm-router the page reranks through /v2/rerank and reads each server's engine."""
+        if not self.config.fleet:
+            return []
+        return ["--rerank-path", "/v2/rerank", "--metrics-urls", ",".join(self.config.fleet)]
 
     def _page_line(self, line: str) -> None:
         if line.startswith("page: "):
@@ -300,8 +390,9 @@ class Supervisor:
         """A few pairs where one document plainly answers: a model served without its
         template, or the wrong model, fails here instead of serving plausible garbage."""
         argv = [sys.executable, "-m", "webui", "--server-url", self.server_url, "--check-server"]
+        argv += self._fleet_page_args()
         env = child_env({"RERANK_API_KEY": self.options.api_key} if self.options.api_key else {})
-        if self.config.server_url is None:
+        if self.config.server_url is None and not self.config.fleet:
             env["RERANK_PROFILE"] = self.profile.name
         with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
             check = subprocess.Popen(argv, env=env, cwd=REPO_ROOT, stdin=subprocess.DEVNULL, stdout=out, stderr=err)
@@ -344,15 +435,18 @@ class Supervisor:
             if code is not None:
                 self.vllm.finish()
                 self.console.say(
-                    f"vLLM exited ({exit_cause(code, self.vllm.last_run_log())}); "
+                    f"{self.what} exited ({exit_cause(code, self.vllm.last_run_log())}); "
                     f"restarting in {backoff:.0f} s; its log: {self._shown(self.vllm_log)}"
                 )
                 self._pause(backoff)
                 backoff = min(backoff * 2, self.config.backoff_max)
-                self._start_vllm()
+                if self.config.fleet:
+                    self._start_router()
+                else:
+                    self._start_vllm()
                 down_since = time.monotonic()
-            elif down_since is not None and is_healthy(self.server_url, timeout=1.0):
-                self.console.say(f"vLLM is back ({time.monotonic() - down_since:.0f} s)")
+            elif down_since is not None and self._server_up():
+                self.console.say(f"{self.what} is back ({time.monotonic() - down_since:.0f} s)")
                 down_since = None
                 backoff = 2.0
 

@@ -436,6 +436,7 @@ def create_demo(settings: Settings) -> RerankDemo:
             timeout=settings.timeout,
             max_connections=settings.concurrency,
             api_key=settings.api_key,
+            rerank_path=settings.rerank_path,
         ),
         sampler=GpuSampler(),
         prepared=PreparedCache(settings.prepared_cache_bytes),
@@ -516,6 +517,7 @@ def create_demo(settings: Settings) -> RerankDemo:
                         settings,
                         resources.sampler,
                         page_jobs=lambda: page_load(demo, CONCURRENCY_ID),
+                        metrics_urls=settings.metrics_urls,
                     )
                     resources.closers.append(panel.poller.aclose)
         evaluate_view = build_evaluate_view()

@@ -81,7 +81,13 @@ def looks_like_qwen3(model_id: str, profile_label: str) -> bool:
 
 async def check_reranker(settings: Settings) -> str:
     """A one-line description of the served model; RerankError with the reason otherwise."""
-    client = RerankClient(settings.server_url, timeout=settings.timeout, max_connections=1, api_key=settings.api_key)
+    client = RerankClient(
+        settings.server_url,
+        timeout=settings.timeout,
+        max_connections=1,
+        api_key=settings.api_key,
+        rerank_path=settings.rerank_path,
+    )
     try:
         info = await client.model_info()
         try:
@@ -95,7 +101,13 @@ async def check_reranker(settings: Settings) -> str:
 
 async def score_sanity(settings: Settings) -> tuple[str, SanityResult]:
     """The served model's id and how it ranks SANITY_CASES (RerankError if it cannot)."""
-    client = RerankClient(settings.server_url, timeout=settings.timeout, max_connections=1, api_key=settings.api_key)
+    client = RerankClient(
+        settings.server_url,
+        timeout=settings.timeout,
+        max_connections=1,
+        api_key=settings.api_key,
+        rerank_path=settings.rerank_path,
+    )
     try:
         model_id = (await client.model_info()).model_id
         margins = []

@@ -18,6 +18,7 @@ the page can never have more requests in flight at the server than jobs it lets 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import time
@@ -100,6 +101,17 @@ def server_message(response: httpx.Response) -> str:
     return _one_line(response.text) or response.reason_phrase
 
 
+def session_header(query: str, instruction: str | None) -> dict[str, str]:
+    """X-Session-Id, the same for every request of one query and instruction.
+
+    A fleet router (vllm-router, consistent hash) sends equal ids to the same server, so the
+    passages of one job share that server's prefix cache; one server ignores the header. A
+    digest, so that no query text reaches a proxy's or router's logs.
+    """
+    digest = hashlib.sha256(f"{instruction or ''}\0{query}".encode()).hexdigest()[:32]
+    return {"X-Session-Id": digest}
+
+
 class RerankClient:
     """Typed calls to the server's /v1/models, /tokenize and /v1/rerank.
 
@@ -115,8 +127,11 @@ class RerankClient:
         max_connections: int,
         api_key: str | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
+        rerank_path: str = "/v1/rerank",
     ) -> None:
         self.base_url = base_url.rstrip("/")
+        self.rerank_path = rerank_path
+        """/v2/rerank behind vllm-router (webui/settings.py says why)."""
         self._timeout = timeout
         self._limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
         self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
@@ -145,11 +160,16 @@ class RerankClient:
         return self._client
 
     async def _request(
-        self, method: str, path: str, payload: dict[str, Any] | None = None, timeout: float | None = None
+        self,
+        method: str,
+        path: str,
+        payload: dict[str, Any] | None = None,
+        timeout: float | None = None,
+        headers: dict[str, str] | None = None,
     ) -> Any:
         seconds = self._timeout if timeout is None else timeout
         try:
-            response = await self._http().request(method, path, json=payload, timeout=seconds)
+            response = await self._http().request(method, path, json=payload, timeout=seconds, headers=headers)
         except httpx.TimeoutException:
             raise ServerTimeout(
                 f"The server did not answer within {seconds:g} s; try fewer or shorter documents."
@@ -234,16 +254,16 @@ class RerankClient:
             payload["instruction"] = instruction
         if priority is not None:
             payload["priority"] = priority
-        body = await self._request("POST", "/v1/rerank", payload)
+        body = await self._request("POST", self.rerank_path, payload, headers=session_header(query, instruction))
         try:
             scores: list[float | None] = [None] * len(documents)
             for result in body["results"]:
                 scores[int(result["index"])] = float(result["relevance_score"])
             prompt_tokens = int((body.get("usage") or {}).get("prompt_tokens", 0))
         except (KeyError, IndexError, TypeError, ValueError):
-            raise ServerFailed("The server's /v1/rerank answer could not be read.") from None
+            raise ServerFailed(f"The server's {self.rerank_path} answer could not be read.") from None
         if any(score is None for score in scores):
-            raise ServerFailed("The server's /v1/rerank answer left out some documents.")
+            raise ServerFailed(f"The server's {self.rerank_path} answer left out some documents.")
         return RerankAnswer(scores=tuple(score for score in scores if score is not None), prompt_tokens=prompt_tokens)
 
     async def aclose(self) -> None:

@@ -14,6 +14,10 @@ histograms, and a tick on the page's event loop should parse a handful, not all 
 `EnginePoller` shares one fetch among all viewers: at most one `/metrics` request per interval
 whatever the number of open tabs, none while nobody looks, and no tick waits on the network
 once a first state exists (stale-while-revalidate).
+
+Behind a fleet router (`python -m server fleet`) the router's own /metrics is one server's, so
+the poller reads each server's (`metrics_urls`) side by side and `merge_engine_states` adds
+them up, keeping each server's state for the panel to list.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import httpx
@@ -47,6 +51,8 @@ class EngineState:
     error: str = ""
     """One line saying why the state is unknown or partial; empty when all is well."""
     timestamp: float = 0.0
+    servers: tuple[tuple[str, EngineState], ...] = ()
+    """(URL, state) of each server when several were read (a fleet); empty for one server."""
 
 
 def metric_samples(text: str, names: Iterable[str]) -> list[Sample]:
@@ -121,6 +127,37 @@ async def fetch_engine_state(
     return EngineState(reachable=False, error=error, timestamp=clock())
 
 
+def merge_engine_states(states: Sequence[tuple[str, EngineState]], timestamp: float = 0.0) -> EngineState:
+    """One state for several servers: counts added, KV-cache usage averaged over their engines.
+
+    Servers are named by their number in `states` (1-based), never by URL: the error is shown
+    to the person at the page, who must not learn the servers' internal addresses."""
+    up = [state for _, state in states if state.reachable]
+    down = [f"server {number}: {state.error}" for number, (_, state) in enumerate(states, 1) if not state.reachable]
+    if not up:
+        return EngineState(reachable=False, error="No server answers: " + "; ".join(down), timestamp=timestamp)
+
+    def total(values: list[int | None]) -> int | None:
+        known = [value for value in values if value is not None]
+        return sum(known) if known else None
+
+    # (usage, engines): a server with two data-parallel engines weighs twice.
+    kv_pairs = [(state.kv_cache_usage, max(1, state.engines)) for state in up if state.kv_cache_usage is not None]
+    kv = sum(usage * weight for usage, weight in kv_pairs) / sum(weight for _, weight in kv_pairs) if kv_pairs else None
+    errors = [f"{len(down)} of {len(states)} servers unreachable ({'; '.join(down)})"] if down else []
+    errors += [state.error for state in up if state.error]
+    return EngineState(
+        reachable=True,
+        running=total([state.running for state in up]),
+        waiting=total([state.waiting for state in up]),
+        kv_cache_usage=kv,
+        engines=sum(state.engines for state in up),
+        error="; ".join(errors),
+        timestamp=timestamp,
+        servers=tuple(states),
+    )
+
+
 class EnginePoller:
     """The latest EngineState, fetched at most once per interval for all viewers together.
 
@@ -134,12 +171,15 @@ class EnginePoller:
         self,
         server_url: str,
         *,
+        metrics_urls: Sequence[str] = (),
         api_key: str | None = None,
         interval_s: float = 1.0,
         timeout_s: float = 2.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.server_url = server_url
+        self.metrics_urls = tuple(metrics_urls) or (server_url,)
+        """Whose /metrics to read: the server's own, or each server's behind a fleet router."""
         self.interval_s = interval_s
         self.timeout_s = timeout_s
         self.fetches = 0
@@ -169,7 +209,7 @@ class EnginePoller:
     async def _fetch(self) -> None:
         self.fetches += 1
         try:
-            state = await fetch_engine_state(self._client_for_this_loop(), self.server_url, timeout_s=self.timeout_s)
+            state = await self._read_all()
         except Exception as error:
             # Nobody awaits a background refresh: log its failure and show it on the panel.
             logging.getLogger(__name__).exception("Reading engine metrics failed")
@@ -179,6 +219,15 @@ class EnginePoller:
                 timestamp=time.time(),
             )
         self._state = state
+
+    async def _read_all(self) -> EngineState:
+        client = self._client_for_this_loop()
+        if len(self.metrics_urls) == 1:
+            return await fetch_engine_state(client, self.metrics_urls[0], timeout_s=self.timeout_s)
+        states = await asyncio.gather(
+            *(fetch_engine_state(client, url, timeout_s=self.timeout_s) for url in self.metrics_urls)
+        )
+        return merge_engine_states(list(zip(self.metrics_urls, states, strict=True)), timestamp=time.time())
 
     def _client_for_this_loop(self) -> httpx.AsyncClient:
         loop = asyncio.get_running_loop()

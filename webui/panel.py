@@ -15,7 +15,7 @@ very first, for the first engine state).
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -121,14 +121,26 @@ def format_engine_markdown(state: EngineState, load: PageLoad | None = None) -> 
     page = f"{format_page_markdown(load)}\n\n" if load is not None else ""
     if not state.reachable:
         return f"{page}**Engine unreachable.** {inline_markdown(state.error)}"
-    kv = "n/a" if state.kv_cache_usage is None else f"{100 * state.kv_cache_usage:.1f}%"
+
+    def kv(value: float | None) -> str:
+        return "n/a" if value is None else f"{100 * value:.1f}%"
+
     engines = f" ({state.engines} engines)" if state.engines > 1 else ""
+    if state.servers:
+        engines = f" ({len(state.servers)} servers, {state.engines} engines)"
     lines = [
         f"**Engine{engines}** (vLLM's /metrics, seconds behind)",
         f"Running: {_count(state.running)}",
         f"Waiting: {_count(state.waiting)}",
-        f"KV cache: {kv}",
+        f"KV cache: {kv(state.kv_cache_usage)}",
     ]
+    # Numbered, not named: the person at the page never sees the servers' internal addresses.
+    for number, (_, server) in enumerate(state.servers, start=1):
+        if server.reachable:
+            figures = f"{_count(server.running)} running, {_count(server.waiting)} waiting"
+            lines.append(f"Server {number}: {figures}, KV {kv(server.kv_cache_usage)}")
+        else:
+            lines.append(f"Server {number}: unreachable")
     if state.error:
         lines.append(f"_{inline_markdown(state.error)}_")
     return page + "  \n".join(lines)
@@ -167,11 +179,14 @@ def build_monitor_panel(
     *,
     interval_s: float = 1.0,
     page_jobs: Callable[[], PageLoad] | None = None,
+    metrics_urls: Sequence[str] = (),
 ) -> MonitorPanel:
     """Lay out the panel in the current gr.Blocks and wire its timer; `page_jobs`, when given,
-    reads the page's own Rerank jobs, shown beside the engine's gauges (see webui/page_load.py)."""
+    reads the page's own Rerank jobs, shown beside the engine's gauges (see webui/page_load.py);
+    `metrics_urls`: the servers behind a fleet router, whose engines the panel adds up."""
     engine = poller or EnginePoller(
         settings.server_url,
+        metrics_urls=metrics_urls,
         api_key=settings.api_key,
         interval_s=interval_s,
         timeout_s=min(settings.timeout, METRICS_TIMEOUT_S),

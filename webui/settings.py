@@ -75,6 +75,14 @@ class Settings:
     instruction: str = field(default=DEFAULT_INSTRUCTION)
     """The model card's default task instruction, prefilled and editable on the page."""
 
+    rerank_path: str = "/v1/rerank"
+    """vLLM's rerank route; /v2/rerank (the same handler) behind vllm-router, which answers
+    /v1/rerank itself in SGLang's format."""
+
+    metrics_urls: tuple[str, ...] = ()
+    """Servers whose /metrics the engine panel adds up (behind a fleet router, whose own
+    /metrics is one server's); empty: the server URL's."""
+
     def __post_init__(self) -> None:
         checks = (
             (self.concurrency >= 1, "--concurrency must be at least 1"),
@@ -87,6 +95,11 @@ class Settings:
             (self.prepared_cache_bytes >= 0, "--prepared-cache-bytes must be 0 or more"),
             (1 <= self.port <= 65535, "--port must be between 1 and 65535"),
             (self.server_url.startswith(("http://", "https://")), "--server-url must start with http:// or https://"),
+            (self.rerank_path.startswith("/"), "--rerank-path must start with /"),
+            (
+                all(url.startswith(("http://", "https://")) for url in self.metrics_urls),
+                "--metrics-urls must each start with http:// or https://",
+            ),
             (
                 not self.share or bool(self.auth) or self.share_without_auth,
                 (
@@ -182,6 +195,14 @@ def build_parser() -> EnvArgumentParser:
     )
     add("--api-key", env="RERANK_API_KEY", help="server API key, sent as a Bearer token")
     add("--profile-label", env="RERANK_PROFILE", default="", help="server profile shown on the page")
+    add("--rerank-path", env="RERANK_RERANK_PATH", default=defaults.rerank_path, help="the server's rerank route")
+    add(
+        "--metrics-urls",
+        env="RERANK_METRICS_URLS",
+        separator=",",
+        shown_default="the server",
+        help="servers whose engines the panel adds up, comma-separated",
+    )
     parser.add_argument(
         "--check-server", action="store_true", help="check that the server reranks sensibly (warns if not), exit"
     )
@@ -197,6 +218,8 @@ def parse_command_line(argv: Sequence[str] | None, env: Mapping[str, str]) -> tu
         raise SettingsError(str(error)) from None
     values = {f.name: getattr(args, f.name) for f in fields(Settings) if hasattr(args, f.name)}
     values["auth"] = tuple(parse_auth_pair(pair) for pair in args.auth or ())
+    urls = args.metrics_urls if isinstance(args.metrics_urls, list) else str(args.metrics_urls or "").split(",")
+    values["metrics_urls"] = tuple(url.strip().rstrip("/") for url in urls if url.strip())
     values["server_url"] = str(args.server_url).rstrip("/")
     return Settings(**values), bool(args.check_server)
 

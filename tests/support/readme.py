@@ -18,6 +18,7 @@ README = REPO_ROOT / "README.md"
 BLOCKS: dict[str, list[str]] = {
     "launch-help": ["./launch.sh", "--help"],
     "server-serve-help": [sys.executable, "-m", "server", "serve", "--help"],
+    "server-fleet-help": [sys.executable, "-m", "server", "fleet", "--help"],
     "webui-help": [sys.executable, "-m", "webui", "--help"],
     **{
         f"plan-{profile}": [sys.executable, "-m", "server", "plan", "--profile", profile, "--gpu-mem", "80"]
