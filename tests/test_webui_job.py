@@ -184,9 +184,10 @@ def test_cancelling_a_job_stops_it_sending_at_once() -> None:
         job.cancel()
         with pytest.raises(asyncio.CancelledError):
             await job
+        # The job's task has ended, and only it sends batches: nothing more can go out.
+        assert job.done()
         sent = len(server.reranks())
         server.release.set()
-        await asyncio.sleep(0.1)  # were a batch still to go out, it would have by now
         await client.aclose()
         return server, sent
 
