@@ -262,7 +262,8 @@ def test_a_killed_server_fails_its_users_clearly_and_launch_sh_brings_it_back(tm
 
     client: Client | None = None
     try:
-        wait_until(lambda: said("") and listener(page_port) is not None, 900, "the page", interval=1)
+        # The page starts beside vLLM; the launcher's last line says both are ready.
+        wait_until(lambda: said(r"launch: ready: ") and listener(page_port) is not None, 900, "the product", interval=1)
         page_pid = listener(page_port)
         client = Client(page_url, verbose=False)
         assert_same_ranking(page_table(rerank(client, "\n".join(CAPITALS))), server_table(server_url, CAPITALS))

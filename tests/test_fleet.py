@@ -166,11 +166,7 @@ class Fleet:
 
 def start_keyed_server(log_dir: Path, port: int | None = None) -> RunningServer:
     args = ["--extra-args=--enforce-eager", f"--api-key={API_KEY}"]
-    if port is None:
-        return start_server("cpu", None, log_dir, *args)
-    server = start_server("cpu", None, log_dir, *args, f"--port={port}")  # the last --port wins
-    server.port = port
-    return server
+    return start_server("cpu", None, log_dir, *args, port=port)
 
 
 def kill_server_process(server: RunningServer) -> float:

@@ -19,9 +19,10 @@ RunningServer = ServerProcess
 __all__ = ["REPO_ROOT", "RunningServer", "free_port", "start_server"]
 
 
-def start_server(profile: str, model: str | None, log_dir: Path, *args: str) -> ServerProcess:
-    """Launch without waiting (call .wait()), so that several servers can start side by side."""
-    port = free_port()
+def start_server(profile: str, model: str | None, log_dir: Path, *args: str, port: int | None = None) -> ServerProcess:
+    """Launch without waiting (call .wait()), so that several servers can start side by side.
+    `port`: a given one (a server restarted where it was), else a free one."""
+    port = port or free_port()
     serve_args = ["--profile", profile, *(["--model", model] if model else []), *args]
     served = model or _profile_model(profile)
     return ServerProcess(serve_args, port, log_dir / f"{profile}-{port}.log", model=served).start()
