@@ -49,8 +49,9 @@ class Profile:
     data_parallel_size: int = 1
     """vLLM replicas, one per GPU; 0 means one per visible GPU."""
     eager: bool = False
-    """--enforce-eager: skip torch.compile. For MiniLM on 2 CPU cores compiling cost 20-60 s
-    per start and made requests no faster (bench/results/cpu-start.md)."""
+    """--enforce-eager: skip torch.compile. For MiniLM on 2 CPU cores compiling cost 14-39 s
+    a start to save 7% a request (0.177 vs 0.189 s, 20 docs of 200 words;
+    bench/results/cpu-start.md): the start is what a person waits for."""
 
 
 _QWEN3_4B = "Qwen/Qwen3-Reranker-4B"
