@@ -91,6 +91,13 @@ class ServedContract:
     def takes_instruction(self) -> bool:
         return self.scorer is Scorer.QWEN3_YES_NO
 
+    def instruction_for(self, typed: str) -> str | None:
+        """What a request's `instruction` should be: the analyst's words, else the default;
+        None for a scorer that takes none."""
+        if not self.takes_instruction:
+            return None
+        return typed.strip() or self.default_instruction
+
     def to_json(self) -> dict[str, Any]:
         body = asdict(self)
         body["scorer"] = self.scorer.value

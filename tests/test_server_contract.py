@@ -87,3 +87,10 @@ def test_a_contract_without_priority_scheduling_reads_as_first_come_first_served
     assert ServedContract.from_json(body).priority_scheduling is True
     del body["priority_scheduling"]  # a server of an earlier release
     assert ServedContract.from_json(body).priority_scheduling is False
+
+
+def test_the_instruction_sent_is_the_analysts_else_the_default_and_none_to_a_plain_scorer() -> None:
+    qwen3 = ServedContract(scorer=Scorer.QWEN3_YES_NO)
+    assert qwen3.instruction_for("  Find the city  ") == "Find the city"
+    assert qwen3.instruction_for("   ") == "Given a web search query, retrieve relevant passages that answer the query"
+    assert ServedContract(scorer=Scorer.PLAIN).instruction_for("Find the city") is None

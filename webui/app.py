@@ -26,7 +26,7 @@ import gradio as gr
 import pandas as pd
 from starlette.middleware import Middleware
 
-from webui.client import RerankClient, RerankError, ServerTimeout
+from webui.client import ModelInfo, RerankClient, RerankError, ServerTimeout
 from webui.documents import (
     DocumentError,
     SplitMode,
@@ -41,7 +41,7 @@ from webui.documents import (
 )
 from webui.evaluate import EvaluateHandlers, build_evaluate_view, wire_evaluate_view
 from webui.gpu import GpuSampler
-from webui.job import RankingOutcome, rank_documents
+from webui.job import Progress, RankingOutcome, rank_documents
 from webui.login import LoginThrottle
 from webui.markup import inline_markdown
 from webui.page_load import page_load
@@ -205,6 +205,24 @@ class PageResources:
     workdir: Path | None = None
     """Where CSV exports are written; made at the first export, removed at shutdown."""
 
+    async def rank(
+        self, model: ModelInfo, query: str, documents: Sequence[str], instruction: str, on_progress: Progress
+    ) -> RankingOutcome:
+        """One ranking as every view of the page runs it: the server's contract decides the
+        instruction and the documents per request, the page's settings the batch size."""
+        contract = model.contract
+        return await rank_documents(
+            self.client,
+            model,
+            self.prepared,
+            query,
+            documents,
+            instruction=contract.instruction_for(instruction),
+            batch_tokens=self.settings.batch_tokens,
+            max_docs=min(self.settings.max_docs, contract.limits.max_docs),
+            on_progress=on_progress,
+        )
+
     def export_dir(self) -> Path:
         if self.workdir is None or not self.workdir.is_dir():
             self.workdir = Path(tempfile.mkdtemp(prefix="rerank-page-"))
@@ -289,18 +307,11 @@ class PageHandlers:
             check_limits(documents, self.settings.max_docs, self.settings.max_doc_bytes)
             client = self.resources.client
             model = await client.model_info(max_age=BANNER_REFRESH_S)
-            contract = model.contract
-            outcome = await rank_documents(
-                client,
+            outcome = await self.resources.rank(
                 model,
-                self.resources.prepared,
                 query,
                 documents,
-                instruction=(instruction.strip() or contract.default_instruction)
-                if contract.takes_instruction
-                else None,
-                batch_tokens=self.settings.batch_tokens,
-                max_docs=min(self.settings.max_docs, contract.limits.max_docs),
+                instruction,
                 on_progress=lambda done, total: passages_progress(progress, "Scoring", done, total),
             )
         except (DocumentError, BudgetError, RerankError) as error:

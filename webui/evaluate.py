@@ -30,7 +30,6 @@ import pandas as pd
 
 from webui.client import RerankError
 from webui.documents import DocumentError, check_limits, text_field
-from webui.job import rank_documents
 from webui.judgments import read_judgments
 from webui.markup import inline_markdown
 from webui.metrics import measure, measure_names
@@ -153,9 +152,7 @@ class EvaluateHandlers:
         progress: gr.Progress,
     ) -> list[list[list[int]]]:
         """Per query, per instruction (A, then B if given): document positions best first."""
-        client = self.resources.client
-        model = await client.model_info(max_age=5.0)
-        contract = model.contract
+        model = await self.resources.client.model_info(max_age=5.0)
         runs = len(queries) * len(instructions)
         orders: list[list[list[int]]] = []
         for query_index, query in enumerate(queries):
@@ -166,19 +163,7 @@ class EvaluateHandlers:
                 def report(done: int, total: int, run: int = run) -> None:
                     passages_progress(progress, "Ranking judged queries", run * total + done, runs * total)
 
-                outcome = await rank_documents(
-                    client,
-                    model,
-                    self.resources.prepared,
-                    query,
-                    documents,
-                    instruction=(instruction.strip() or contract.default_instruction)
-                    if contract.takes_instruction
-                    else None,
-                    batch_tokens=self.settings.batch_tokens,
-                    max_docs=min(self.settings.max_docs, contract.limits.max_docs),
-                    on_progress=report,
-                )
+                outcome = await self.resources.rank(model, query, documents, instruction, on_progress=report)
                 per_query.append([item.position for item in outcome.ranked])
             orders.append(per_query)
         return orders
