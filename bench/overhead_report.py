@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import platform
 import statistics
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from bench.machine import cpu_model, has_cpu_flag, package_versions, ram_gib
+from bench.machine import host_facts, package_versions
 from bench.overhead_config import OverheadConfig
 from bench.stats import Timings
 
@@ -50,14 +48,7 @@ def build_record(config: OverheadConfig, serving: dict[str, Any], peers: dict[st
     return {
         "what": f"{config.docs} documents of {config.words} words, one request at a time",
         "config": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(config).items()},
-        "machine": {
-            "cpu_model": cpu_model(),
-            "cores_usable": len(os.sched_getaffinity(0)),
-            "ram_gib": ram_gib(),
-            "avx512_bf16": has_cpu_flag("avx512_bf16"),
-            "python": platform.python_version(),
-            "kernel": platform.release(),
-        },
+        "machine": host_facts(),
         "torch_threads": torch.get_num_threads(),
         "versions": package_versions(PACKAGES),
         "model": serving["model"],

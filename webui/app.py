@@ -15,7 +15,6 @@ import contextlib
 import shutil
 import tempfile
 import time
-import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
@@ -48,7 +47,7 @@ from webui.page_load import page_load
 from webui.panel import build_monitor_panel
 from webui.passages import BudgetError
 from webui.prepared import PreparedCache
-from webui.results import TABLE_DATATYPES, TABLE_HEADERS, csv_text, ranking_table
+from webui.results import TABLE_DATATYPES, TABLE_HEADERS, csv_text, ranking_table, save_export
 from webui.settings import Settings
 from webui.tab_job import CONCURRENCY_ID, NO_JOB, TabJobs, passages_progress
 from webui.upload_limit import UploadLimit
@@ -58,8 +57,6 @@ BANNER_REFRESH_S = 5.0
 """How often every open tab re-reads the server's model and window (queue=False, cheap)."""
 BANNER_TIMEOUT_S = 5.0
 """A status check waits at most this long, also for a pool slot while Rerank jobs hold them all."""
-CSV_KEEP_S = 3600.0
-"""CSV exports older than this are deleted: they hold the analyst's documents."""
 DEFAULT_TOP_N = 10
 WARNING_MARK = "⚠️"
 PHONE_MAX_WIDTH_PX = 640
@@ -173,19 +170,6 @@ def outcome_status(outcome: RankingOutcome, shown: int, seconds: float, model_id
 
 def error_status(message: str) -> str:
     return f"{WARNING_MARK} {inline_markdown(message)}"
-
-
-def write_csv(directory: Path, text: str) -> Path:
-    """Save one export, deleting exports older than CSV_KEEP_S first."""
-    cutoff = time.time() - CSV_KEEP_S
-    for old in directory.glob("rerank-*.csv"):
-        with contextlib.suppress(FileNotFoundError):
-            if old.stat().st_mtime < cutoff:
-                old.unlink()
-    path = directory / f"rerank-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}.csv"
-    # utf-8-sig so that Excel opens non-ASCII text correctly.
-    path.write_text(text, encoding="utf-8-sig", newline="")
-    return path
 
 
 # --- handlers -----------------------------------------------------------------------------
@@ -319,7 +303,7 @@ class PageHandlers:
             return empty_table(), error_status(str(error)), gr.update(value=None, visible=False)
         shown = clamp_top_n(top_n, len(outcome.ranked))
         table = ranking_table(outcome.ranked, query, shown)
-        path = write_csv(self.resources.export_dir(), csv_text(outcome.ranked, shown))
+        path = save_export(self.resources.export_dir(), "rerank", csv_text(outcome.ranked, shown))
         status = outcome_status(
             outcome, shown, time.perf_counter() - started, model.model_id, model.contract.takes_instruction
         )

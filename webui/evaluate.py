@@ -15,11 +15,8 @@ the page's layout is complete.
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
-import time
-import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +31,7 @@ from webui.judgments import read_judgments
 from webui.markup import inline_markdown
 from webui.metrics import measure, measure_names
 from webui.passages import BudgetError
-from webui.results import clip, defuse_formula
+from webui.results import clip, defuse_formula, save_export
 from webui.tab_job import TabJobs, passages_progress
 
 if TYPE_CHECKING:
@@ -42,8 +39,6 @@ if TYPE_CHECKING:
 
 HEADERS = ["Query", "Measure", "Input order", "Reranked", "Δ", "Reranked (B)", "Δ (B)"]
 ALL_QUERIES = "All queries (mean)"
-CSV_KEEP_S = 3600.0
-"""Evaluation exports older than this are deleted: they name the analyst's queries."""
 TICK_LABEL_CHARS = 90
 
 Gather = Callable[[str | None, str, str | None, str | None], list[str]]
@@ -110,17 +105,6 @@ def rows_csv(rows: Sequence[Sequence[object]], with_b: bool) -> str:
     return buffer.getvalue()
 
 
-def write_export(directory: Path, text: str) -> Path:
-    cutoff = time.time() - CSV_KEEP_S
-    for old in directory.glob("evaluate-*.csv"):
-        with contextlib.suppress(FileNotFoundError):
-            if old.stat().st_mtime < cutoff:
-                old.unlink()
-    path = directory / f"evaluate-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}.csv"
-    path.write_text(text, encoding="utf-8-sig", newline="")
-    return path
-
-
 def empty_results() -> pd.DataFrame:
     return pd.DataFrame(columns=HEADERS)
 
@@ -171,7 +155,7 @@ class EvaluateHandlers:
     def _shown(self, results: list[QueryScores], k: int, with_b: bool) -> tuple[str, pd.DataFrame, dict[str, Any]]:
         names = measure_names(k)
         rows = result_rows(results, names, with_b)
-        path = write_export(self.resources.export_dir(), rows_csv(rows, with_b))
+        path = save_export(self.resources.export_dir(), "evaluate", rows_csv(rows, with_b))
         table = pd.DataFrame(rows, columns=HEADERS)
         return summary(results, names, with_b), table, gr.update(value=str(path), visible=True)
 

@@ -6,11 +6,15 @@ never run. The CSV defuses cells a spreadsheet would read as a formula.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import html
 import io
 import re
+import time
+import uuid
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 import pandas as pd
@@ -172,3 +176,20 @@ def csv_text(ranked: Sequence[ScoredDocument], top_n: int) -> str:
             ]
         )
     return buffer.getvalue()
+
+
+EXPORT_KEEP_S = 3600.0
+"""Exports older than this are deleted: they hold the analyst's documents."""
+
+
+def save_export(directory: Path, kind: str, text: str) -> Path:
+    """Write one CSV export named `kind-TIME-RANDOM.csv`, deleting this kind's exports older
+    than EXPORT_KEEP_S first. utf-8-sig, so that Excel opens non-ASCII text correctly."""
+    cutoff = time.time() - EXPORT_KEEP_S
+    for old in directory.glob(f"{kind}-*.csv"):
+        with contextlib.suppress(FileNotFoundError):
+            if old.stat().st_mtime < cutoff:
+                old.unlink()
+    path = directory / f"{kind}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}.csv"
+    path.write_text(text, encoding="utf-8-sig", newline="")
+    return path
