@@ -269,7 +269,11 @@ def ranked_query(client: Client, jsonl: Path, query: str, proxy: TimingProxy) ->
     status = str(result[1])
     if not status.startswith("Ranked"):
         raise RuntimeError(f"the page did not rank: {status}")
-    calls = proxy.take()
+    return query_record(query, seconds, proxy.take())
+
+
+def query_record(query: str, seconds: float, calls: list[Call]) -> QueryRecord:
+    """One query's figures from its time and the server calls the proxy saw meanwhile."""
     reranks = [call for call in calls if call.path == "/v1/rerank"]
     return QueryRecord(
         query=query,
@@ -317,17 +321,7 @@ def before_query(
     started_at = time.perf_counter()
     asyncio.run(run())
     seconds = time.perf_counter() - started_at
-    calls = proxy.take()
-    reranks = [call for call in calls if call.path == "/v1/rerank"]
-    return QueryRecord(
-        query=query,
-        page_s=round(seconds, 3),
-        server_rerank_s=round(sum(call.seconds for call in reranks), 3),
-        rerank_calls=len(reranks),
-        tokenize_calls=sum(call.path == "/tokenize" for call in calls),
-        passages=sum(call.documents for call in reranks if call.status == 200),
-        load_1m=load()[0],
-    )
+    return query_record(query, seconds, proxy.take())
 
 
 def small_rerank(client: Client) -> float:

@@ -79,15 +79,20 @@ def looks_like_qwen3(model_id: str, profile_label: str) -> bool:
     return "qwen3" in f"{model_id} {profile_label}".lower()
 
 
-async def check_reranker(settings: Settings) -> str:
-    """A one-line description of the served model; RerankError with the reason otherwise."""
-    client = RerankClient(
+def one_call_client(settings: Settings) -> RerankClient:
+    """A client for a check that makes one call at a time, as the page would make it."""
+    return RerankClient(
         settings.server_url,
         timeout=settings.timeout,
         max_connections=1,
         api_key=settings.api_key,
         rerank_path=settings.rerank_path,
     )
+
+
+async def check_reranker(settings: Settings) -> str:
+    """A one-line description of the served model; RerankError with the reason otherwise."""
+    client = one_call_client(settings)
     try:
         info = await client.model_info()
         try:
@@ -101,13 +106,7 @@ async def check_reranker(settings: Settings) -> str:
 
 async def score_sanity(settings: Settings) -> tuple[str, SanityResult]:
     """The served model's id and how it ranks SANITY_CASES (RerankError if it cannot)."""
-    client = RerankClient(
-        settings.server_url,
-        timeout=settings.timeout,
-        max_connections=1,
-        api_key=settings.api_key,
-        rerank_path=settings.rerank_path,
-    )
+    client = one_call_client(settings)
     try:
         model_id = (await client.model_info()).model_id
         margins = []
