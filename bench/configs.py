@@ -20,6 +20,8 @@ class BenchConfig:
     extra_args: str = ""
     """More vLLM flags, appended last (`--extra-args`)."""
     description: str = ""
+    model: str = ""
+    """A model folder other than serve's --model-dir (a sibling's random model)."""
 
     def serve_args(self) -> list[str]:
         args = ["--profile", self.profile, "--memory-plan", "on" if self.memory_plan else "off"]
@@ -45,7 +47,7 @@ BUILTIN = {
 
 
 def parse_candidate(text: str) -> BenchConfig:
-    """'{"name": ..., "profile": ..., "memory_plan": false, "extra_args": "..."}' -> BenchConfig."""
+    """'{"name": ..., "profile": ..., "memory_plan": false, "extra_args": "...", "model": DIR}'."""
     fields = json.loads(text)
     return BenchConfig(
         name=str(fields["name"]),
@@ -53,4 +55,5 @@ def parse_candidate(text: str) -> BenchConfig:
         memory_plan=bool(fields.get("memory_plan", True)),
         extra_args=str(fields.get("extra_args", "")),
         description=str(fields.get("description", "tuning candidate")),
+        model=str(fields.get("model", "")),
     )

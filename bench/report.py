@@ -259,15 +259,26 @@ def render_markdown(records: list[dict[str, Any]], notes: str = "", source: str 
         if r.get("error"):
             out.append(f"| {r['config']} | failed: {r['error'].splitlines()[0][:120]} ||||||||||")
             continue
+        # Servers started side by side (serve --together): own processes' memory, crowded starts.
+        together = (r.get("started_with") or 1) > 1
+        mark = "†" if together else ""
         out.append(
-            f"| {r['config']} | {_gib(r.get('peak_mib'))} ({_gib(r.get('startup_peak_mib'))} / "
-            f"{_gib(r.get('load_peak_mib'))}) | {_fmt(r.get('startup_s'))} | {_fmt(r.get('single_p50_ms'))} / "
+            f"| {r['config']} | {_gib(r.get('peak_mib'))}{mark} ({_gib(r.get('startup_peak_mib'))} / "
+            f"{_gib(r.get('load_peak_mib'))}) | {_fmt(r.get('startup_s'))}{mark} | {_fmt(r.get('single_p50_ms'))} / "
             f"{_fmt(r.get('single_p95_ms'))} | {_fmt(r.get('burst_pairs_per_s'))} | {_fmt(r.get('burst_p50_ms'))} / "
             f"{_fmt(r.get('burst_p95_ms'))} | {_fmt(r.get('big_pairs_per_s'))} | "
             f"{_ratio(r.get('burst_pairs_per_s'), base.get('burst_pairs_per_s'))} | "
             f"{_ratio(r.get('big_pairs_per_s'), base.get('big_pairs_per_s'))} | {_matmul_share(r, rates)} | "
             f"{_fmt(r.get('score_max_abs_diff'), 3)} |"
         )
+    crowded = [r for r in records if (r.get("started_with") or 1) > 1]
+    if crowded:
+        out += [
+            "",
+            f"† Started together with {crowded[0]['started_with'] - 1} other configurations (`serve --together`) "
+            "and measured one at a time while the others sat idle: peak memory is the sum of NVML's per-process "
+            "readings over that server's processes, and the startup seconds are those of a crowded start.",
+        ]
     out += ["", "## Targets", "", *target_lines(records)]
     out += _shape_lines(records) + _profile_lines(records) + _agreement_lines(records)
     out += ["", "## Flags (the vLLM command each row ran)", ""]

@@ -31,17 +31,26 @@ serve:    --configs A,B     built-in configurations (bench/configs.py): vllm-def
                             panel with nvidia-smi (bench/page_check.py)
           --profile A,B     serve these with vLLM's torch profiler and, after the measurements,
                             profile (b) and (c) once more on fresh pairs (bench/step_profile.py)
+          --together        start every planned configuration at once (ports PORT+1, ...),
+                            then measure them one at a time while the others sit idle; vLLM's
+                            defaults (90% of the card) still run alone, after them. Peaks are
+                            then each server's own processes' memory (NVML per process)
+          --start-timeout-s S  --together: how long the crowded start may take (default 900)
+          --compile-threads N  --together: Inductor's compile workers per server (default 2)
+          a candidate's "model": DIR serves another model folder (a sibling's random model);
+                            its records go to OUT/<DIR's name>/, to be reported on their own
 both:     --out DIR         records (<step>.json), scores (scores-<config>.json), logs and
                             traces go here
 report:   also computes each configuration's rank agreement with qwen3-4b from the scores
 
-Nothing else may use the GPU meanwhile: memory peaks are whole-device NVML readings
-above the idle level measured just before each server starts.
+Nothing else may use the GPU meanwhile: a server measured alone has its memory peaks as
+whole-device NVML readings above the idle level measured just before it starts.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import json
 import platform
@@ -49,6 +58,8 @@ import sys
 import time
 import traceback
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -183,15 +194,35 @@ def _score_diff(scores: list[list[float]], reference: Path) -> float | None:
     return round(max(diffs), 4) if diffs else None
 
 
-def serve_one(
-    config: BenchConfig, args: argparse.Namespace, sampler: MemorySampler, jobs: Any, facts: dict[str, Any]
-) -> dict[str, Any]:
+@dataclass
+class Served:
+    """One configuration's server and the record it is filling."""
+
+    config: BenchConfig
+    model_dir: Path
+    out: Path
+    server: ServerProcess
+    record: dict[str, Any]
+    profiled: bool
+    trace_dir: Path
+    key: str
+    """Its name in the memory sampler: unique across model folders."""
+
+
+def _prepare(
+    config: BenchConfig, args: argparse.Namespace, facts: dict[str, Any], port: int, env: dict[str, str]
+) -> Served:
+    """The record's fixed fields and the (not yet started) server of one configuration."""
+    model_dir = Path(config.model) if config.model else args.model_dir
+    # A sibling's records go to their own folder: `report` compares a folder's rows with its
+    # own `vllm-defaults`.
+    out = args.out if model_dir == args.model_dir else args.out / model_dir.name
     profiled = config.name in args.profile.split(",")
-    trace_dir = (args.out / "traces" / config.name).resolve()
+    trace_dir = (out / "traces" / config.name).resolve()
     if profiled:
         extra = f"{config.extra_args} {profiler_extra_args(trace_dir)}".strip()
-        config = BenchConfig(config.name, config.profile, config.memory_plan, extra, config.description)
-    serve_args = [*config.serve_args(), "--model", str(args.model_dir)]
+        config = BenchConfig(config.name, config.profile, config.memory_plan, extra, config.description, config.model)
+    serve_args = [*config.serve_args(), "--model", str(model_dir)]
     record: dict[str, Any] = {
         "config": config.name,
         "description": config.description,
@@ -199,42 +230,116 @@ def serve_one(
         "memory_plan": config.memory_plan,
         "extra_args": config.extra_args,
         **facts,
-        "weights": _weights_note(args.model_dir),
+        "weights": _weights_note(model_dir),
+        "vllm_command": vllm_command(serve_args, port, REPO),
     }
-    record["vllm_command"] = vllm_command(serve_args, args.port, REPO)
+    server = ServerProcess(serve_args, port, out / "logs" / f"{config.name}.log", REPO, env=env)
+    return Served(config, model_dir, out, server, record, profiled, trace_dir, f"{out.name}/{config.name}")
+
+
+def _measure(served: Served, args: argparse.Namespace, sampler: MemorySampler, jobs: Any) -> None:
+    """Workloads (a), (b), (c) and the agreement set against a healthy server, then the step
+    profile and page check where asked; fills the record and writes the scores."""
+    record, url, model = served.record, served.server.url, str(served.model_dir)
+    record["startup_s"] = round(served.server.startup_s, 1)
+    gflop = gflop_per_token(served.model_dir)
+    figures, scores = measure_server(url, model, jobs, _spec(args), gflop)
+    record["gflop_per_token"] = round(gflop, 3)
+    record.update(figures)
+    if served.profiled:
+        record["step_profile"] = {
+            "burst": profile_window(url, model, jobs.profile_burst, 8, served.trace_dir, gflop),
+            "big": profile_window(url, model, jobs.profile_big, 2, served.trace_dir, gflop),
+        }
+    if args.page_check == served.config.name:
+        from bench.page_check import check_page
+
+        record["page_check"] = check_page(url, sampler)
+    # The reference scores are the 4B peer's, on --model-dir's weights.
+    if served.model_dir == args.model_dir:
+        record["score_max_abs_diff"] = _score_diff(scores["single"], args.out / "reference-scores.json")
+    (served.out / f"scores-{served.config.name}.json").write_text(json.dumps(scores) + "\n")
+
+
+def _peak(*readings: int | None) -> int | None:
+    known = [r for r in readings if r is not None]
+    return max(known) if known else None
+
+
+def serve_alone(served: Served, args: argparse.Namespace, sampler: MemorySampler, jobs: Any) -> None:
+    """One server on an otherwise idle GPU: peaks are whole-device readings above idle (the
+    tree's own readings are recorded beside them)."""
+    record = served.record
     if not sampler.wait_until_idle():
         record["warning"] = "GPU memory had not returned to idle before this server started"
     record["idle_mib"] = sampler.measure_idle()
-    log_path = args.out / "logs" / f"{config.name}.log"
     sampler.phase("startup")
-    with ServerProcess(serve_args, args.port, log_path, REPO) as served:
-        record["startup_s"] = round(served.startup_s, 1)
+    with contextlib.ExitStack() as stack:
+        stack.callback(served.server.stop)
+        sampler.track(f"{served.key}:startup", served.server.start().process.pid)
+        try:
+            served.server.wait()
+        finally:
+            sampler.untrack(f"{served.key}:startup")
         record["startup_peak_mib"] = sampler.peak_mib("startup")
         sampler.phase("load")
-        gflop = gflop_per_token(args.model_dir)
-        figures, scores = measure_server(served.url, str(args.model_dir), jobs, _spec(args), gflop)
-        record["gflop_per_token"] = round(gflop, 3)
-        record.update(figures)
+        sampler.track(f"{served.key}:load", served.server.process.pid)
+        _measure(served, args, sampler, jobs)
+        sampler.untrack(f"{served.key}:load")
         record["load_peak_mib"] = sampler.peak_mib("load")
-        if profiled:
-            record["step_profile"] = {
-                "burst": profile_window(served.url, str(args.model_dir), jobs.profile_burst, 8, trace_dir, gflop),
-                "big": profile_window(served.url, str(args.model_dir), jobs.profile_big, 2, trace_dir, gflop),
-            }
-        if args.page_check == config.name:
-            from bench.page_check import check_page
-
-            record["page_check"] = check_page(served.url, sampler)
         sampler.phase(None)
-    peaks = [p for p in (record["startup_peak_mib"], record["load_peak_mib"]) if p is not None]
-    record["peak_mib"] = max(peaks) if peaks else None
-    record["score_max_abs_diff"] = _score_diff(scores["single"], args.out / "reference-scores.json")
-    (args.out / f"scores-{config.name}.json").write_text(json.dumps(scores) + "\n")
-    return record
+    record["peak_mib"] = _peak(record["startup_peak_mib"], record["load_peak_mib"])
+    record["memory_source"] = "device"
+    record["process_peak_mib"] = _peak(
+        sampler.process_peak_mib(f"{served.key}:startup"), sampler.process_peak_mib(f"{served.key}:load")
+    )
+
+
+def serve_together(group: list[Served], args: argparse.Namespace, sampler: MemorySampler, jobs: Any) -> None:
+    """Start every server of the group at once, wait until each answers, then measure them one
+    after another while the others sit idle. vLLM's start (imports, compile, CUDA graphs) is
+    what limits a lease, and it needs the CPU, not the GPU. Peaks are each server's own
+    processes' memory; startup seconds are those of a crowded start."""
+    with contextlib.ExitStack() as stack:
+        for served in group:
+            stack.callback(served.server.stop)
+            sampler.track(f"{served.key}:startup", served.server.start().process.pid)
+            served.record["started_with"] = len(group)
+        with ThreadPoolExecutor(len(group)) as pool:
+            waits = {served.key: pool.submit(served.server.wait, args.start_timeout_s) for served in group}
+        for served in group:
+            record = served.record
+            sampler.untrack(f"{served.key}:startup")
+            record["startup_peak_mib"] = sampler.process_peak_mib(f"{served.key}:startup")
+            record["memory_source"] = "process"
+            try:
+                waits[served.key].result()
+                if _deadline_left(args) < args.measure_budget_s:
+                    raise RuntimeError(f"not measured: {_deadline_left(args):.0f} s left of the deadline")
+                sampler.track(f"{served.key}:load", served.server.process.pid)
+                _measure(served, args, sampler, jobs)
+                sampler.untrack(f"{served.key}:load")
+                record["load_peak_mib"] = sampler.process_peak_mib(f"{served.key}:load")
+                record["peak_mib"] = _peak(record["startup_peak_mib"], record["load_peak_mib"])
+            except (ServerStartError, RuntimeError, OSError) as exc:
+                traceback.print_exc()
+                record["error"] = str(exc)[-2000:]
+            finally:
+                served.server.stop()  # its memory and CPU go back before the next is measured
+            _report(served)
+
+
+def _deadline_left(args: argparse.Namespace) -> float:
+    return args.deadline_s - (time.monotonic() - args.started) if args.deadline_s else float("inf")
+
+
+def _report(served: Served) -> None:
+    _write(served.out, f"serve-{served.config.name}", [served.record])
+    print(json.dumps({k: v for k, v in served.record.items() if k != "vllm_command"}), flush=True)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    start = time.monotonic()
+    args.started = time.monotonic()
     # Candidates first, then the built-in configurations in the order given.
     texts = list(args.candidate)
     if args.candidates_file:
@@ -242,24 +347,30 @@ def cmd_serve(args: argparse.Namespace) -> int:
     configs = [parse_candidate(text) for text in texts]
     configs += [BUILTIN[name] for name in args.configs.split(",") if name]
     jobs = build_jobs(_load_tokenizer(args.model_dir), _spec(args))
-    records: list[dict[str, Any]] = []
+    # vLLM's defaults take 90% of the card: only a planned configuration can share it.
+    together = [c for c in configs if c.memory_plan] if args.together else []
+    alone = [c for c in configs if c not in together]
     with MemorySampler() as sampler:
         sampler.measure_idle()
         facts = machine_facts(sampler)
-        for config in configs:
-            left = args.deadline_s - (time.monotonic() - start) if args.deadline_s else None
-            if left is not None and left < args.config_budget_s:
+        if together:
+            print(f"== together: {', '.join(c.name for c in together)}", flush=True)
+            env = {"TORCHINDUCTOR_COMPILE_THREADS": str(args.compile_threads)}
+            group = [_prepare(c, args, facts, args.port + 1 + i, env) for i, c in enumerate(together)]
+            serve_together(group, args, sampler, jobs)
+        for config in alone:
+            left = _deadline_left(args)
+            if left < args.config_budget_s:
                 print(f"skip {config.name}: {left:.0f} s left of the deadline", flush=True)
                 continue
             print(f"== {config.name}: {config.serve_args()}", flush=True)
+            served = _prepare(config, args, facts, args.port, {})
             try:
-                record = serve_one(config, args, sampler, jobs, facts)
+                serve_alone(served, args, sampler, jobs)
             except (ServerStartError, RuntimeError, OSError) as exc:
                 traceback.print_exc()
-                record = {"config": config.name, "extra_args": config.extra_args, **facts, "error": str(exc)[-2000:]}
-            records.append(record)
-            _write(args.out, f"serve-{config.name}", [record])
-            print(json.dumps({k: v for k, v in record.items() if k != "vllm_command"}), flush=True)
+                served.record["error"] = str(exc)[-2000:]
+            _report(served)
     return 0
 
 
@@ -294,6 +405,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8123)
     serve.add_argument("--deadline-s", type=float)
     serve.add_argument("--config-budget-s", type=float, default=240.0)
+    serve.add_argument("--together", action="store_true", help="start the planned configurations at once")
+    serve.add_argument("--start-timeout-s", type=float, default=900.0, help="--together: how long a start may take")
+    serve.add_argument("--measure-budget-s", type=float, default=60.0, help="--together: what one measurement takes")
+    serve.add_argument("--compile-threads", type=int, default=2, help="--together: Inductor's workers per server")
     serve.add_argument("--page-check", metavar="CONFIG")
     serve.add_argument("--profile", default="", metavar="A,B", help="configurations to profile (step shares)")
     serve.add_argument("--out", type=Path, required=True)
