@@ -2,7 +2,7 @@
 
 Ratios are against the `vllm-defaults` record; the "% of matmul" columns compare the
 achieved matmul work (tokens actually computed, i.e. less those served from the prefix
-cache, x 7.27 GFLOP) with the card's measured dense bf16 rate.
+cache, x the model's GFLOP per token: 7.27 for the 4B) with the card's measured dense bf16 rate.
 """
 
 from __future__ import annotations
@@ -119,6 +119,15 @@ def _facts(records: list[dict[str, Any]]) -> dict[str, Any]:
     """Machine and versions: the first value any record has for each."""
     keys = ("gpu", "gpu_total_mib", "driver", "cuda_driver", "python", "torch", "vllm", "transformers", "weights")
     return {k: next((r[k] for r in records if r.get(k) is not None), None) for k in keys}
+
+
+def _span(values: list[int]) -> str:
+    return str(values[0]) if len(values) == 1 else f"{values[0]}-{values[-1]}"
+
+
+def _gflop(records: list[dict[str, Any]]) -> str:
+    found = next((r["gflop_per_token"] for r in records if r.get("gflop_per_token")), None)
+    return "7.27" if found is None else f"{found:.2f}"
 
 
 def _matmul_share(r: dict[str, Any], rates: dict[str, float]) -> str:
@@ -247,7 +256,7 @@ def render_markdown(records: list[dict[str, Any]], notes: str = "", source: str 
         "tokens (~290 tokens per templated pair); (b) 8 concurrent clients, the same request shape; "
         "(c) 2 concurrent clients, requests of 100 documents of ~500 tokens (~590 per pair).",
         "- Peak: NVML device memory above idle, the higher of startup and load. Ratios: against "
-        "vLLM's defaults in the same session. % of matmul: served work (7.27 GFLOP per token the "
+        f"vLLM's defaults in the same session. % of matmul: served work ({_gflop(records)} GFLOP per token the "
         "engine computed, prefix-cache hits excluded) over the measured bf16 rate. Max score diff: "
         "largest |score - transformers peer's score| over (a)'s 600 pairs, same weights.",
         "",
@@ -275,7 +284,8 @@ def render_markdown(records: list[dict[str, Any]], notes: str = "", source: str 
     if crowded:
         out += [
             "",
-            f"† Started together with {crowded[0]['started_with'] - 1} other configurations (`serve --together`) "
+            f"† Started together with {_span(sorted({r['started_with'] - 1 for r in crowded}))} other "
+            "configurations (`serve --together`) "
             "and measured one at a time while the others sat idle: peak memory is the sum of NVML's per-process "
             "readings over that server's processes, and the startup seconds are those of a crowded start.",
         ]
