@@ -78,6 +78,17 @@ def plan_for(profile: Profile, options: ServeOptions, model: str | None = None) 
     return make_plan(profile, shape, options.limits, options.gpu_memory_gib)
 
 
+def scorer_of(profile: Profile, options: ServeOptions) -> Scorer:
+    """What the contract tells the page about how scores are made."""
+    if profile.qwen3_reranker:
+        return Scorer.QWEN3_YES_NO
+    # Only the profile's own model is known to be an embedding model: a --model given
+    # instead may be a cross-encoder, whose every pair must go to /v1/rerank.
+    if profile.embedding_model and options.model is None:
+        return Scorer.EMBEDDING_COSINE
+    return Scorer.PLAIN
+
+
 def build_command(profile: Profile, options: ServeOptions) -> ServeCommand:
     model = resolve_model(profile, options)
     argv = [
@@ -121,7 +132,7 @@ def build_command(profile: Profile, options: ServeOptions) -> ServeCommand:
         argv += memory_flags(plan)
 
     contract = ServedContract(
-        scorer=Scorer.QWEN3_YES_NO if profile.qwen3_reranker else Scorer.PLAIN,
+        scorer=scorer_of(profile, options),
         limits=options.limits,
         priority_scheduling=True,
     )

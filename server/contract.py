@@ -56,8 +56,12 @@ class Scorer(StrEnum):
 
     QWEN3_YES_NO = "qwen3-yes-no"
     """One prompt (the Qwen3 template) holds instruction, query and document; score = P(yes)."""
+    EMBEDDING_COSINE = "embedding-cosine"
+    """An embedding model: vLLM embeds query and document apart and scores their cosine
+    similarity, so a document's vector does not depend on the query and a client may keep it."""
     PLAIN = "plain"
-    """vLLM's own rerank of the model as it is (an embedding model: query and document apart)."""
+    """vLLM's own rerank of the model as it is, whatever that model is (a vLLM not started by
+    this project): the page sends every pair to /v1/rerank."""
 
 
 @dataclass(frozen=True)
@@ -90,6 +94,11 @@ class ServedContract:
     @property
     def takes_instruction(self) -> bool:
         return self.scorer is Scorer.QWEN3_YES_NO
+
+    @property
+    def embeds_apart(self) -> bool:
+        """Query and document are embedded apart: a document's vector can be kept and reused."""
+        return self.scorer is Scorer.EMBEDDING_COSINE
 
     def instruction_for(self, typed: str) -> str | None:
         """What a request's `instruction` should be: the analyst's words, else the default;

@@ -90,7 +90,7 @@ class ServerCheck:
 
 
 def parse_servers(text: str) -> tuple[str, ...]:
-    """"http://a:8000, http://b:8000/" -> ("http://a:8000", "http://b:8000"); FleetError if bad."""
+    """ "http://a:8000, http://b:8000/" -> ("http://a:8000", "http://b:8000"); FleetError if bad."""
     urls = tuple(part.strip().rstrip("/") for part in text.split(",") if part.strip())
     if not urls:
         raise FleetError("--servers needs at least one URL, e.g. http://gpu1:8000,http://gpu2:8000")

@@ -31,6 +31,7 @@ from starlette.routing import Route
 
 from tests.support.browser import DESKTOP, PHONE, WAIT_MS, chromium_for_tests, paste, photograph
 from tests.support.page import LaunchedPage, forward, launched, serving, wait_until
+from tests.support.scoring import SCORING_PATHS
 from tests.support.server_process import RunningServer, free_port
 from webui.settings import Settings
 
@@ -85,16 +86,16 @@ def page_settings(server_url: str, **overrides: Any) -> Settings:
 
 @dataclass
 class HoldingProxy:
-    """Forwards everything to the server, but holds /v1/rerank while `holding` is set, so a
+    """Forwards everything to the server, but holds scoring calls while `holding` is set, so a
     job stays running exactly as long as a test needs it to."""
 
     upstream: str
     holding: threading.Event = field(default_factory=threading.Event)
     arrived: int = 0
-    """/v1/rerank requests received so far."""
+    """Scoring calls received so far (a job's first is its query's vector or its first batch)."""
 
     async def forward(self, request: Request) -> Response:
-        if request.url.path == "/v1/rerank":
+        if request.url.path in SCORING_PATHS:
             self.arrived += 1
             while self.holding.is_set():
                 await asyncio.sleep(0.05)

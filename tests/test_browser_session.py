@@ -11,6 +11,7 @@ The Evaluate view's screenshot is kept in tests/artifacts/browser/evaluate.png (
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import re
 import threading
@@ -29,6 +30,7 @@ from starlette.routing import Route
 
 from tests.support.browser import ARTIFACTS, DESKTOP, WAIT_MS, chromium_for_tests, paste, photograph
 from tests.support.page import LaunchedPage, forward, launched, serving, wait_until
+from tests.support.scoring import SCORING_PATHS, scored_texts
 from tests.support.server_process import RunningServer
 from webui.settings import Settings
 
@@ -46,20 +48,20 @@ LONG = " ".join(f"river{index % 7} stone{index % 5} market{index % 3}" for index
 
 @dataclass
 class SlowProxy:
-    """Forwards everything to the server, holding each /v1/rerank call `delay_s` first (and for
-    as long as `holding` is set), and counts the /v1/rerank calls that reached it."""
+    """Forwards everything to the server, holding each scoring call `delay_s` first (and for
+    as long as `holding` is set), and records the texts of the scoring calls that reached it."""
 
     upstream: str
     delay_s: float = 0.5
     holding: threading.Event = field(default_factory=threading.Event)
-    arrived: int = 0
-    """/v1/rerank calls received so far."""
+    calls: list[list[str]] = field(default_factory=list)
+    """The texts of each scoring call received so far, in order of arrival."""
     held: int = 0
-    """/v1/rerank calls being held now."""
+    """Scoring calls being held now."""
 
     async def forward(self, request: Request) -> Response:
-        if request.url.path == "/v1/rerank":
-            self.arrived += 1
+        if request.url.path in SCORING_PATHS:
+            self.calls.append(scored_texts(request.url.path, json.loads(await request.body())))
             self.held += 1
             try:
                 await asyncio.sleep(self.delay_s)
@@ -154,15 +156,15 @@ def test_stop_returns_the_page_at_once_and_no_batch_follows(tab: Page, slow: tup
         # The job's slot is free: the page's own count, then the task itself gone.
         expect(tab.locator("#engine-summary")).to_contain_text(re.compile(r"Ranking: 0\s*Queued: 0"))
         assert proxy.held > 0, "the held batch was answered: Stop did not return the page at once"
-        stopped_at = proxy.arrived
+        stopped_at = len(proxy.calls)
     finally:
         proxy.holding.clear()
-    # A two-document job is one batch. Had the stopped job gone on, its next batches (one every
-    # half second at least) would reach the proxy while this one runs.
+    # Had the stopped job gone on, its next batches (one every half second at least) would
+    # reach the proxy while this two-document job runs.
     paste(tab, "what is the capital of China?", DOCUMENTS[:2])
     tab.locator("#rerank-button").click()
     expect(status_line(tab)).to_contain_text("Ranked 2 documents")
-    assert proxy.arrived == stopped_at + 1
+    assert_nothing_of(long, proxy.calls[stopped_at:])
 
 
 def test_evaluate_reads_judgments_and_shows_the_measures(
@@ -229,10 +231,18 @@ def test_an_evaluation_is_the_tabs_job_with_its_progress_and_stop(
         expect(tab.locator("#engine-summary")).to_contain_text(re.compile(r"Ranking: 0\s*Queued: 0"))
         # Rerank's own line is not touched by the evaluation's Stop.
         expect(status_line(tab)).to_have_text("")
-        stopped_at = proxy.arrived
+        stopped_at = len(proxy.calls)
     finally:
         proxy.holding.clear()
     paste(tab, "what is the capital of China?", DOCUMENTS[:2])
     tab.locator("#rerank-button").click()
     expect(status_line(tab)).to_contain_text("Ranked 2 documents")
-    assert proxy.arrived == stopped_at + 1
+    assert_nothing_of(long, proxy.calls[stopped_at:])
+
+
+def assert_nothing_of(stopped: str, later_calls: list[list[str]]) -> None:
+    """No call after the Stop carried a passage of the stopped job's long document (its
+    words are its own: lake/pond), and the job that ran next did reach the server."""
+    word = stopped.split()[0].rstrip("0123456789")
+    assert later_calls, "the next job made no scoring call"
+    assert not [text for call in later_calls for text in call if word in text], later_calls

@@ -234,9 +234,7 @@ def requests_served(server_url: str) -> float:
     """vLLM's finished-request counter of one server (each pair is one request)."""
     text = httpx.get(f"{server_url}/metrics", headers=AUTH, timeout=10).text
     return sum(
-        float(line.rsplit(" ", 1)[1])
-        for line in text.splitlines()
-        if line.startswith("vllm:request_success_total{")
+        float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith("vllm:request_success_total{")
     )
 
 
@@ -335,9 +333,7 @@ def port_open(port: int) -> bool:
 
 
 @pytest.mark.slow
-def test_launch_sh_fleet_serves_the_page_through_the_router_and_ctrl_c_stops_both(
-    fleet: Fleet, log_dir: Path
-) -> None:
+def test_launch_sh_fleet_serves_the_page_through_the_router_and_ctrl_c_stops_both(fleet: Fleet, log_dir: Path) -> None:
     router_port, page_port = free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("RERANK_")}
     env.update(RERANK_VENV=sys.prefix, GRADIO_ANALYTICS_ENABLED="False", RERANK_API_KEY=API_KEY)

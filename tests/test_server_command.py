@@ -112,7 +112,7 @@ def test_api_key_travels_in_the_environment_and_guards_every_route() -> None:
     assert middleware == ["server.contract_route.publish_contract", "server.auth.require_api_key"]
 
 
-@pytest.mark.parametrize(("name", "scorer"), [("qwen3-4b", "qwen3-yes-no"), ("cpu", "plain")])
+@pytest.mark.parametrize(("name", "scorer"), [("qwen3-4b", "qwen3-yes-no"), ("cpu", "embedding-cosine")])
 def test_every_server_publishes_its_scorer_and_limits(name: str, scorer: str) -> None:
     cmd = build_command(get_profile(name), ServeOptions(limits=Limits(max_docs=7, max_doc_tokens=300)))
     assert flag(cmd.argv, "--middleware") == "server.contract_route.publish_contract"
@@ -169,3 +169,9 @@ def test_every_profile_schedules_by_priority_and_says_so_in_its_contract(name: s
     cmd = build_command(get_profile(name), ServeOptions(gpu_memory_gib=80))
     assert flag(cmd.argv, "--scheduling-policy") == "priority"
     assert json.loads(cmd.env["RERANK_CONTRACT"])["priority_scheduling"] is True
+
+
+def test_another_model_on_the_cpu_profile_is_not_promised_to_be_an_embedding_model() -> None:
+    # A --model given instead of the bundled MiniLM may be a cross-encoder: every pair to /v1/rerank.
+    cmd = build_command(get_profile("cpu"), ServeOptions(model="BAAI/bge-reranker-base"))
+    assert json.loads(cmd.env["RERANK_CONTRACT"])["scorer"] == "plain"

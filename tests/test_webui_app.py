@@ -34,6 +34,7 @@ from server.contract import DEFAULT_INSTRUCTION
 from tests.support.page import LaunchedPage, forward, queued, serving, wait_until
 from tests.support.page import launched as launch_page
 from tests.support.ranking import SCORE_TOLERANCE, assert_same_ranking
+from tests.support.scoring import SCORING_PATHS, scored_texts
 from tests.support.server_process import RunningServer, free_port
 from webui.app import PageHandlers, create_demo
 from webui.login import LoginThrottle
@@ -60,16 +61,16 @@ class CountingProxy:
 
     upstream: str
     gate: threading.Event | None = None
-    """When set to an Event, /v1/rerank is held until that Event is set: jobs stay in flight."""
+    """When set to an Event, scoring calls are held until that Event is set: jobs stay in flight."""
     delay_s: float = 0.0
-    """Each /v1/rerank answer takes this much longer: a slow server, so a job's batches spread out."""
+    """Each scoring answer takes this much longer: a slow server, so a job's batches spread out."""
     fail_with: tuple[int, dict[str, Any]] | None = None
-    """Answer /v1/rerank with this (status, body) instead of forwarding."""
+    """Answer scoring calls with this (status, body) instead of forwarding."""
     in_flight: int = 0
     max_in_flight: int = 0
     paths: list[str] = field(default_factory=list)
-    rerank_bodies: list[dict[str, Any]] = field(default_factory=list)
-    """The JSON of every /v1/rerank call, in the order they arrived."""
+    scoring_calls: list[list[str]] = field(default_factory=list)
+    """The texts of every scoring call (tests/support/scoring.py), in the order they arrived."""
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     async def forward(self, request: Request) -> Response:
@@ -80,10 +81,10 @@ class CountingProxy:
             self.max_in_flight = max(self.max_in_flight, self.in_flight)
             self.paths.append(request.url.path)
         try:
-            if request.url.path == "/v1/rerank":
-                body = json.loads(await request.body())
+            if request.url.path in SCORING_PATHS:
+                texts = scored_texts(request.url.path, json.loads(await request.body()))
                 with self._lock:
-                    self.rerank_bodies.append(body)
+                    self.scoring_calls.append(texts)
                 if self.fail_with is not None:
                     return JSONResponse(self.fail_with[1], status_code=self.fail_with[0])
                 if self.gate is not None:
@@ -97,7 +98,7 @@ class CountingProxy:
     def reset(self) -> None:
         with self._lock:
             self.max_in_flight, self.paths, self.gate, self.delay_s, self.fail_with = 0, [], None, 0.0, None
-            self.rerank_bodies = []
+            self.scoring_calls = []
 
 
 @pytest.fixture(scope="module")
@@ -525,16 +526,17 @@ def test_concurrency_limit_holds_at_the_server_and_a_full_queue_says_busy(
     finally:
         gate.set()
     done = [job.result(timeout=300) for job in jobs]
-    peak, paths = counting.max_in_flight, list(counting.paths)
+    peak, calls = counting.max_in_flight, list(counting.scoring_calls)
     counting.reset()
 
     assert len(done) == settings.concurrency + settings.queue_size
     for result in done:
         assert_same_ranking(page_ranking(result), expected)
     # Every request the page made passed the proxy: never more than the limit at once, and
-    # the limit was reached (the jobs did overlap). Each accepted job reranked once.
+    # the limit was reached (the jobs did overlap). Each accepted job asked for its query's
+    # vector once (MiniLM is an embedding model); the refused one never reached the server.
     assert peak == settings.concurrency
-    assert paths.count("/v1/rerank") == len(done)
+    assert calls.count([QUERY]) == len(done)
 
 
 # --- long jobs: progress, Stop, documents prepared once ------------------------------------------
@@ -580,19 +582,22 @@ def test_a_long_job_shows_passages_scored_and_a_repeat_asks_for_no_token_counts(
 
     wait_for(midway, "a progress update between batches")
     result = job.result(timeout=300)
-    # The total shown is every passage the page sent, as the proxy saw them arrive.
-    sent = [len(body["documents"]) for body in counting.rerank_bodies]
+    # The query's vector, then the passages in batches; the total shown is every passage the
+    # page sent, as the proxy saw them arrive.
+    assert counting.scoring_calls[0] == [QUERY]
+    sent = [len(call) for call in counting.scoring_calls[1:]]
     assert len(sent) > 3 and max(sent) < sum(sent)
     assert {total for _, total, _ in seen} == {sum(sent)} and {unit for *_, unit in seen} == {"passages"}
     assert any(0 < done < sum(sent) for done, _, _ in seen)
     assert "/tokenize" in counting.paths
 
-    # The same documents with another query: no token count at all, the same calls to score.
+    # The same documents with another query: no token count, no passage sent again, only the
+    # new query's vector; the ranking agrees with the server's own /v1/rerank of the passages.
     counting.paths.clear()
-    counting.rerank_bodies.clear()
+    counting.scoring_calls.clear()
     again = submit(page, "where is Osaka?", LONG_DOCUMENTS).result(timeout=300)
     assert "/tokenize" not in counting.paths
-    assert [len(body["documents"]) for body in counting.rerank_bodies] == sent
+    assert counting.scoring_calls == [["where is Osaka?"]]
     assert {row["document"] for row in csv_rows(result)} == {row["document"] for row in csv_rows(again)}
 
 
@@ -600,18 +605,19 @@ def test_stop_sends_nothing_more_and_frees_the_slot_at_once(sliced_page: tuple[C
     counting, page = sliced_page
     counting.delay_s = 2.0
     job = submit(page, QUERY, LONG_DOCUMENTS)
-    wait_for(lambda: len(counting.rerank_bodies) >= 1, "the long job's first batch at the server")
+    wait_for(lambda: len(counting.scoring_calls) >= 2, "the long job's first batch at the server")
     assert job.cancel()
     wait_for(job.done, "the cancelled job to end")
-    sent_before_stop = len(counting.rerank_bodies)
+    sent_before_stop = len(counting.scoring_calls)
 
     # The page runs one job at a time: a small job now runs only if Stop freed the slot, and
     # it is the next thing the server sees; the long job sends nothing more.
-    small = submit(page, QUERY, CAPITALS).result(timeout=120)
-    assert_same_ranking(page_ranking(small), server_ranking(counting.upstream, QUERY, CAPITALS, None))
-    after = counting.rerank_bodies[sent_before_stop:]
-    assert [body["documents"] for body in after] == [CAPITALS]
-    assert sent_before_stop < 4  # the long job had many batches to go
+    small = submit(page, "which capital?", CAPITALS).result(timeout=120)
+    assert_same_ranking(page_ranking(small), server_ranking(counting.upstream, "which capital?", CAPITALS, None))
+    after = counting.scoring_calls[sent_before_stop:]
+    assert after == [["which capital?"], CAPITALS]
+    # The query's vector and at most two batches in flight; the long job had many to go.
+    assert sent_before_stop <= 3
 
 
 # --- safe launch defaults and login ---------------------------------------------------------------

@@ -11,8 +11,9 @@ import httpx
 import pytest
 
 from server.contract import Limits, Scorer, ServedContract
+from webui.batches import IN_FLIGHT, plan_batches
 from webui.client import ModelInfo, RerankClient
-from webui.job import RankingOutcome, plan_batches, rank_documents, score_batches
+from webui.job import RankingOutcome, rank_documents, score_batches
 from webui.passages import Passage
 from webui.prepared import PreparedCache
 
@@ -38,16 +39,23 @@ def word_tokens(text: str) -> int:
     return len(text.split()) + 2
 
 
+def vector(text: str) -> list[float]:
+    """The fake embedding model: (occurrences of w001, of w002, 1) of a text."""
+    words = text.split()
+    return [float(words.count("w001")), float(words.count("w002")), 1.0]
+
+
 class FakeServer:
-    """One token per word; /v1/rerank scores documents by how often "w001" occurs, and can
-    hold each rerank call until the test releases it."""
+    """One token per word; /v1/rerank scores documents by how often "w001" occurs;
+    /v1/embeddings answers `vector`. Can hold each scoring call until the test releases it."""
 
     def __init__(self, window: int, hold: bool = False) -> None:
         self.window = window
         self.requests: list[tuple[str, dict[str, Any]]] = []
         self.hold = hold
         self.release = asyncio.Event()
-        self.arrived = asyncio.Event()
+        self.held = 0
+        self.arrived = asyncio.Condition()
         self.cancelled = 0
 
     async def __call__(self, request: httpx.Request) -> httpx.Response:
@@ -55,19 +63,33 @@ class FakeServer:
         self.requests.append((request.url.path, body))
         if request.url.path == "/tokenize":
             return httpx.Response(200, json={"count": word_tokens(body["prompt"])})
-        assert all(word_tokens(doc) <= self.window for doc in body["documents"]), "a passage over the window"
+        texts = body["input"] if request.url.path == "/v1/embeddings" else body["documents"]
+        assert all(word_tokens(text) <= self.window for text in texts), "a text over the window"
         if self.hold:
-            self.arrived.set()
+            async with self.arrived:
+                self.held += 1
+                self.arrived.notify_all()
             try:
                 await self.release.wait()
             except asyncio.CancelledError:
                 self.cancelled += 1
                 raise
-        results = [{"index": i, "relevance_score": doc.count("w001") / 10} for i, doc in enumerate(body["documents"])]
+        usage = {"prompt_tokens": sum(word_tokens(text) for text in texts)}
+        if request.url.path == "/v1/embeddings":
+            data = [{"index": i, "embedding": vector(text)} for i, text in enumerate(texts)]
+            return httpx.Response(200, json={"data": data, "usage": usage})
+        results = [{"index": i, "relevance_score": doc.count("w001") / 10} for i, doc in enumerate(texts)]
         return httpx.Response(200, json={"results": results, "usage": {"prompt_tokens": 3}})
+
+    async def wait_held(self, count: int) -> None:
+        async with self.arrived:
+            await asyncio.wait_for(self.arrived.wait_for(lambda: self.held >= count), 5)
 
     def reranks(self) -> list[dict[str, Any]]:
         return [body for path, body in self.requests if path == "/v1/rerank"]
+
+    def embeddings(self) -> list[dict[str, Any]]:
+        return [body for path, body in self.requests if path == "/v1/embeddings"]
 
 
 def client_for(server: FakeServer) -> RerankClient:
@@ -119,7 +141,8 @@ def test_a_long_job_goes_in_token_bounded_batches_with_progress_and_priorities()
     # Query "w001" is 3 tokens a pair; passages of up to 50: at most 100 tokens a call.
     for body in reranks:
         assert sum(word_tokens(doc) + 3 for doc in body["documents"]) <= 100 or len(body["documents"]) == 1
-    assert [body["priority"] for body in reranks] == list(range(len(reranks)))
+    # Two batches go out at once, so the second may reach the server first.
+    assert sorted(body["priority"] for body in reranks) == list(range(len(reranks)))
     total = outcome.passages
     assert seen[0] == (0, total) and seen[-1] == (total, total)
     assert [done for done, _ in seen] == sorted(done for done, _ in seen) and len(seen) == len(reranks) + 1
@@ -180,7 +203,7 @@ def test_cancelling_a_job_stops_it_sending_at_once() -> None:
         job = asyncio.create_task(
             score_batches(client, MINILM, "q", batches, instruction=None, on_progress=lambda done, total: None)
         )
-        await asyncio.wait_for(server.arrived.wait(), 5)
+        await server.wait_held(IN_FLIGHT)
         job.cancel()
         with pytest.raises(asyncio.CancelledError):
             await job
@@ -192,5 +215,48 @@ def test_cancelling_a_job_stops_it_sending_at_once() -> None:
         return server, sent
 
     server, sent = asyncio.run(scenario())
-    assert sent == 1 and len(server.reranks()) == 1
-    assert server.cancelled == 1  # the call in flight was dropped, not waited for
+    # Two batches were at the server, three never left the page.
+    assert IN_FLIGHT == 2 and sent == 2 and len(server.reranks()) == 2
+    assert server.cancelled == 2  # the calls in flight were dropped, not waited for
+
+
+EMBEDDER = ModelInfo("minilm", 50, ServedContract(scorer=Scorer.EMBEDDING_COSINE, priority_scheduling=True))
+
+
+def test_an_embedding_model_scores_by_the_cosine_of_the_servers_vectors() -> None:
+    server = FakeServer(window=50)
+    documents = ["w001 w001 w002", "w002 w003", "w001 w005 w006 w007"]
+    outcome, seen = rank(server, documents, model=EMBEDDER, query="w001")
+    # query (1, 0, 1); documents (2, 1, 1), (0, 1, 1), (1, 0, 1): worked out by hand.
+    expected = {0: 3 / (2**0.5 * 6**0.5), 1: 1 / (2**0.5 * 2**0.5), 2: 1.0}
+    assert [item.position for item in outcome.ranked] == [2, 0, 1]
+    for item in outcome.ranked:
+        assert item.score == pytest.approx(expected[item.position], abs=1e-9)
+    assert server.reranks() == [] and outcome.reused == 0
+    assert server.embeddings()[0]["input"] == ["w001"] and server.embeddings()[0]["priority"] == 0
+    assert seen[0] == (0, 3) and seen[-1] == (3, 3)
+
+
+def test_a_repeated_query_on_an_embedding_model_embeds_only_the_query() -> None:
+    server, cache = FakeServer(window=50), PreparedCache(1 << 20)
+    documents = [" ".join(WORDS[start : start + 120]) for start in (0, 100, 200)] + ["w002 w002"]
+    first, _ = rank(server, documents, model=EMBEDDER, cache=cache, batch_tokens=100)
+    embedded = [text for body in server.embeddings()[1:] for text in body["input"]]
+    assert first.batches > 2 and len(embedded) == first.passages  # every passage once
+    server.requests.clear()
+    second, seen = rank(server, documents, model=EMBEDDER, cache=cache, query="w002")
+    assert [path for path, _ in server.requests] == ["/v1/embeddings"]
+    assert server.embeddings()[0]["input"] == ["w002"]
+    assert second.reused == second.passages == first.passages and second.batches == 0
+    assert seen == [(second.passages, second.passages)]
+    # query (0, 1, 1): "w002 w002" is (0, 2, 1), cos = 3 / (sqrt(2) sqrt(5)); every passage
+    # of the long documents holds at most one w002.
+    assert second.ranked[0].position == 3
+    assert second.ranked[0].score == pytest.approx(3 / (2**0.5 * 5**0.5), abs=1e-9)
+
+
+def test_a_server_of_a_cross_encoder_gets_every_pair_even_if_repeated() -> None:
+    server, cache = FakeServer(window=50), PreparedCache(1 << 20)
+    rank(server, ["w001 w002", "w003"], cache=cache)
+    rank(server, ["w001 w002", "w003"], cache=cache)
+    assert server.embeddings() == [] and len(server.reranks()) == 2

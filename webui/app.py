@@ -25,6 +25,7 @@ import gradio as gr
 import pandas as pd
 from starlette.middleware import Middleware
 
+from webui.batches import Progress
 from webui.client import ModelInfo, RerankClient, RerankError, ServerTimeout
 from webui.documents import (
     DocumentError,
@@ -40,7 +41,7 @@ from webui.documents import (
 )
 from webui.evaluate import EvaluateHandlers, build_evaluate_view, wire_evaluate_view
 from webui.gpu import GpuSampler
-from webui.job import Progress, RankingOutcome, rank_documents
+from webui.job import RankingOutcome, rank_documents
 from webui.login import LoginThrottle
 from webui.markup import inline_markdown
 from webui.page_load import page_load
@@ -157,6 +158,11 @@ def outcome_status(outcome: RankingOutcome, shown: int, seconds: float, model_id
         f"Ranked **{total:,}** document{'s' if total != 1 else ''} in **{seconds:.2f} s** · "
         f"**{outcome.prompt_tokens:,}** tokens · model `{inline_markdown(model_id)}`"
         + (f" · showing the top {shown:,}" if shown < total else "")
+        + (
+            f" · {outcome.reused:,} of {outcome.passages:,} passages' vectors kept from earlier"
+            if outcome.reused
+            else ""
+        )
     ]
     if outcome.long_documents:
         what = "with this query and instruction" if takes_instruction else "per text"

@@ -76,6 +76,13 @@ class RerankAnswer:
     prompt_tokens: int
 
 
+@dataclass(frozen=True)
+class EmbeddingAnswer:
+    vectors: tuple[tuple[float, ...], ...]
+    """One vector per text, in the order the texts were sent."""
+    prompt_tokens: int
+
+
 def _one_line(text: str, limit: int = 300) -> str:
     line = " ".join(text.split())
     return line if len(line) <= limit else line[: limit - 1] + "…"
@@ -113,7 +120,7 @@ def session_header(query: str, instruction: str | None) -> dict[str, str]:
 
 
 class RerankClient:
-    """Typed calls to the server's /v1/models, /tokenize and /v1/rerank.
+    """Typed calls to the server's /v1/models, /tokenize, /v1/rerank and /v1/embeddings.
 
     The AsyncClient is made on first use inside Gradio's event loop (a client cannot move
     between loops), and remade if the page is relaunched on a new loop.
@@ -265,6 +272,24 @@ class RerankClient:
         if any(score is None for score in scores):
             raise ServerFailed(f"The server's {self.rerank_path} answer left out some documents.")
         return RerankAnswer(scores=tuple(score for score in scores if score is not None), prompt_tokens=prompt_tokens)
+
+    async def embed(self, model: str, texts: Sequence[str], priority: int | None = None) -> EmbeddingAnswer:
+        """Vectors of texts through /v1/embeddings (an embedding model's scorer); `priority`
+        as for `rerank`."""
+        payload: dict[str, Any] = {"model": model, "input": list(texts), "encoding_format": "float"}
+        if priority is not None:
+            payload["priority"] = priority
+        body = await self._request("POST", "/v1/embeddings", payload)
+        try:
+            vectors: list[tuple[float, ...] | None] = [None] * len(texts)
+            for item in body["data"]:
+                vectors[int(item["index"])] = tuple(float(value) for value in item["embedding"])
+            prompt_tokens = int((body.get("usage") or {}).get("prompt_tokens", 0))
+        except (KeyError, IndexError, TypeError, ValueError):
+            raise ServerFailed("The server's /v1/embeddings answer could not be read.") from None
+        if any(vector is None for vector in vectors):
+            raise ServerFailed("The server's /v1/embeddings answer left out some texts.")
+        return EmbeddingAnswer(tuple(vector for vector in vectors if vector is not None), prompt_tokens)
 
     async def aclose(self) -> None:
         if self._client is not None:

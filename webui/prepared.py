@@ -203,7 +203,7 @@ class Preparer:
         self._gate = asyncio.Semaphore(max(1, parallel))
         self._as_read: Callable[[str], str] = neutralise_control_tokens if model.contract.takes_instruction else str
         # Another model, window or scorer reads texts differently: nothing is shared with it.
-        self._model_key = (model.model_id, model.max_model_len, model.contract.scorer.value)
+        self.model_key = (model.model_id, model.max_model_len, model.contract.scorer.value)
 
     async def _count_now(self, text: str) -> int:
         async with self._gate:
@@ -211,7 +211,7 @@ class Preparer:
 
     async def count(self, text: str) -> int:
         """Tokens of a text as the server reads it, remembered (queries, instructions, "")."""
-        key = ("count", self._model_key, text)
+        key = ("count", self.model_key, text)
         known = self.cache.get(key)
         if known is None:
             known = await self._count_now(text)
@@ -238,7 +238,7 @@ class Preparer:
         )
 
     async def split(self, text: str, budget: int, specials: int) -> Split:
-        key = ("split", self._model_key, budget, text)
+        key = ("split", self.model_key, budget, text)
         known = self.cache.get(key)
         if isinstance(known, Split):
             return known

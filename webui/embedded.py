@@ -1,0 +1,100 @@
+"""Scoring with an embedding model (the contract's `embedding-cosine` scorer, the bundled MiniLM).
+
+vLLM's /v1/rerank for an embedding model embeds the query and every document apart and
+returns their cosine similarity. A document's vector never depends on the query, so the page
+asks /v1/embeddings only for the passages it has not embedded yet (in the same token-bounded
+batches, priorities and progress as a rerank), keeps their vectors in the prepared cache beside
+the split, and scores each query with one embedding of the query and a cosine here. A later
+query over the same documents costs one short server call instead of every passage again.
+
+The vectors are the server's own (the same model, pooling and normalisation as its rerank);
+only the cosine moves from the server to the page, in float64.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from webui.batches import Progress, plan_batches, run_batches
+from webui.client import ModelInfo, RerankClient
+from webui.passages import Passage
+from webui.prepared import ENTRY_BYTES, Preparer, text_bytes
+
+
+@dataclass(frozen=True)
+class VectorScores:
+    scores: list[float]
+    """One per passage, in passage order."""
+    prompt_tokens: int
+    """Tokens the server embedded for this job: the query, and passages not seen before."""
+    batches: int
+    reused: int
+    """Passages whose vectors an earlier job had already fetched."""
+
+
+def cosine(query: np.ndarray, vectors: np.ndarray) -> list[float]:
+    """Cosine similarity of each row of `vectors` with `query`, as torch's cosine_similarity
+    computes it (dot product over the product of the norms, floored at 1e-8)."""
+    q = query.astype(np.float64)
+    rows = vectors.astype(np.float64)
+    norms = np.maximum(np.linalg.norm(rows, axis=1) * np.linalg.norm(q), 1e-8)
+    return [float(value) for value in rows @ q / norms]
+
+
+async def vector_scores(
+    client: RerankClient,
+    model: ModelInfo,
+    preparer: Preparer,
+    query: str,
+    passages: Sequence[Passage],
+    documents: Sequence[str],
+    *,
+    budget: int,
+    batch_tokens: int,
+    max_docs: int,
+    on_progress: Progress,
+) -> VectorScores:
+    """Scores of `passages` (from preparer.passages(documents), cut for `budget`)."""
+    cache = preparer.cache
+    by_document: dict[int, list[Passage]] = {}
+    for passage in passages:
+        by_document.setdefault(passage.document, []).append(passage)
+
+    def key(position: int) -> tuple[object, ...]:
+        return ("vectors", preparer.model_key, budget, documents[position])
+
+    known: dict[int, np.ndarray] = {}
+    for position in by_document:
+        found = cache.get(key(position))
+        if isinstance(found, np.ndarray) and len(found) == len(by_document[position]):
+            known[position] = found
+    missing = [p for position, group in by_document.items() if position not in known for p in group]
+    reused = len(passages) - len(missing)
+    on_progress(reused, len(passages))
+
+    asked = await client.embed(model.model_id, [query], priority=0 if model.contract.priority_scheduling else None)
+    query_vector = np.asarray(asked.vectors[0], dtype=np.float32)
+    # Each text is embedded alone: a passage costs its own tokens, nothing per pair.
+    batches = plan_batches(missing, 0, batch_tokens, max_docs)
+
+    async def embed(index: int, batch: Sequence[Passage]) -> tuple[int, list[tuple[float, ...]]]:
+        priority = index + 1 if model.contract.priority_scheduling else None
+        answer = await client.embed(model.model_id, [p.text for p in batch], priority=priority)
+        return answer.prompt_tokens, list(answer.vectors)
+
+    answers = await run_batches(batches, embed, on_progress, done_before=reused, total=len(passages))
+    fetched = iter(vector for _, vectors in answers for vector in vectors)
+    for position, group in by_document.items():
+        if position in known:
+            continue
+        rows = np.asarray([next(fetched) for _ in group], dtype=np.float32)
+        known[position] = rows
+        cache.put(key(position), rows, ENTRY_BYTES + text_bytes(documents[position]) + rows.nbytes)
+
+    vectors = np.concatenate([known[p.document][p.number - 1 : p.number] for p in passages]) if passages else None
+    scores = cosine(query_vector, vectors) if vectors is not None else []
+    tokens = asked.prompt_tokens + sum(tokens for tokens, _ in answers)
+    return VectorScores(scores, tokens, len(batches), reused)
