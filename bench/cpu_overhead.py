@@ -5,7 +5,8 @@
 
 Starts the `cpu` profile as a user does (`python -m server serve --profile cpu --port P`,
 waited for as `python -m server wait` waits) and the page (`python -m webui --server-url URL`), then
-times one request of 20 documents of 200 words (fixed seed) in `--repeats` rounds after
+times one request of 20 documents of 200 words (seeded, new ones each round, so that the page
+keeps nothing between rounds) in `--repeats` rounds after
 `--warmup` untimed ones, each round taking every path in turn so that drifting background
 load hits all alike: through the page with gradio_client (/rerank), through the page with
 Gradio's HTTP protocol as the browser speaks it, straight to vLLM's /v1/rerank (httpx), and
@@ -39,8 +40,9 @@ from bench.sentence_transformers_peer import measure_sentence_transformers
 from bench.texts import WORDS
 
 
-def make_documents(config: OverheadConfig) -> list[str]:
-    rng = random.Random(config.seed)
+def make_documents(config: OverheadConfig, round_index: int = 0) -> list[str]:
+    """The request of one round: `docs` documents of `words` words, its own seed per round."""
+    rng = random.Random(config.seed * 100_003 + round_index)
     return [" ".join(rng.choice(WORDS) for _ in range(config.words)) for _ in range(config.docs)]
 
 
@@ -69,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     config = parse_config(argv)
     documents = make_documents(config)
     try:
-        serving = measure_serving(config, documents)
+        serving = measure_serving(config, lambda index: make_documents(config, index))
         # The server and the page are stopped by now: these get the cores alone.
         peers = {name: measure_sentence_transformers(config, documents, name) for name in ("bf16", "fp32")}
     except (BenchError, PageCallError) as error:

