@@ -126,6 +126,7 @@ class ChildProcess:
                 stdout=output if self.capture_stdout else subprocess.DEVNULL,
                 stderr=output,
                 start_new_session=True,
+                preexec_fn=_hear_sigint if signal.getsignal(signal.SIGINT) is signal.SIG_IGN else None,
             )
         return self
 
@@ -220,6 +221,13 @@ class ServerProcess(ChildProcess):
     def launcher_log(self) -> Path:
         """The launcher's own stderr (its one-line errors); vLLM's output is in log_path."""
         return self.output_log
+
+
+def _hear_sigint() -> None:
+    """In the child, before exec: SIGINT back to its default. A program started from a
+    background job (`cmd &` in a script) inherits SIGINT ignored, and Python then never turns
+    it into KeyboardInterrupt, so `stop` could only end such a child by SIGKILL."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def _children(pid: int) -> list[int]:
