@@ -24,7 +24,8 @@ in front of it, and the page (`python -m webui --server-url PROXY`), then measur
     BEFORE_COMMIT: send all, on refusal count one text at a time and split, one call), run
     in-process against the same proxy, so without Gradio's own time;
   - fairness: a small rerank (2 short documents) alone, and again while another analyst's
-    40-document job runs, each through its own gradio_client session.
+    40-document job runs (the next 4,000 bytes of the same modules, new to the page), each
+    through its own gradio_client session.
 Load averages are recorded beside every phase: the machine is shared.
 """
 
@@ -109,12 +110,12 @@ class SessionConfig:
 # --- documents -----------------------------------------------------------------------------------
 
 
-def stdlib_documents(doc_bytes: int) -> list[str]:
-    """The first `doc_bytes` bytes of each module's pydoc text, cut at a line end."""
+def stdlib_documents(doc_bytes: int, skip_bytes: int = 0) -> list[str]:
+    """`doc_bytes` bytes of each module's pydoc text after its first `skip_bytes`, cut at a line end."""
     documents = []
     for name in MODULES:
         text = pydoc.render_doc(importlib.import_module(name), renderer=pydoc.plaintext)  # type: ignore[attr-defined]
-        head = text.encode("utf-8")[:doc_bytes].decode("utf-8", errors="ignore")
+        head = text.encode("utf-8")[skip_bytes : skip_bytes + doc_bytes].decode("utf-8", errors="ignore")
         documents.append(head[: head.rfind("\n")].strip() if "\n" in head else head.strip())
     return documents
 
@@ -129,6 +130,8 @@ SCORING_PATHS = ("/v1/rerank", "/v1/embeddings")
 @dataclass
 class Call:
     path: str
+    started: float
+    """time.perf_counter() when the proxy sent it on."""
     seconds: float
     texts: list[str]
     """What a scoring call scored: a rerank's documents, an embedding call's inputs."""
@@ -160,7 +163,7 @@ class TimingProxy:
         )
         seconds = time.perf_counter() - started
         with self.lock:
-            self.calls.append(Call(request.url.path, seconds, texts, answer.status_code))
+            self.calls.append(Call(request.url.path, started, seconds, texts, answer.status_code))
         return Response(answer.content, answer.status_code, media_type=answer.headers.get("content-type"))
 
     def take(self) -> list[Call]:
@@ -264,7 +267,8 @@ class QueryRecord:
     query: str
     page_s: float
     server_scoring_s: float
-    """The page's own scoring calls (/v1/rerank or /v1/embeddings) as timed at the server's door."""
+    """How long the server was busy with the page's scoring calls (/v1/rerank or /v1/embeddings)
+    as timed at its door: the union of the calls' spans, since a job has two in flight."""
     scoring_calls: int
     tokenize_calls: int
     texts_scored: int
@@ -297,12 +301,22 @@ def query_record(query: str, seconds: float, calls: list[Call]) -> QueryRecord:
     return QueryRecord(
         query=query,
         page_s=round(seconds, 3),
-        server_scoring_s=round(sum(call.seconds for call in scoring), 3),
+        server_scoring_s=round(busy_s([(call.started, call.started + call.seconds) for call in scoring]), 3),
         scoring_calls=len(scoring),
         tokenize_calls=sum(call.path == "/tokenize" for call in calls),
         texts_scored=sum(len(call.texts) for call in scoring if call.status == 200),
         load_1m=load()[0],
     )
+
+
+def busy_s(spans: list[tuple[float, float]]) -> float:
+    """Length of the union of (start, end) spans: time with at least one call in flight."""
+    total, reached = 0.0, float("-inf")
+    for start, end in sorted(spans):
+        if end > reached:
+            total += end - max(start, reached)
+            reached = end
+    return total
 
 
 def direct_rerank_s(server_url: str, query: str, batches: list[list[str]]) -> float:
@@ -440,7 +454,14 @@ def run_session(config: SessionConfig) -> dict[str, Any]:
                     print(queries[-1], flush=True)  # a long run shows where it is
             finally:
                 client.close()
-            record["fairness"] = fairness(page_url, jsonl, proxy, config.small_repeats)
+            # The other analyst's job has documents of its own (the next bytes of each module's
+            # text): documents the page has seen before would cost it almost nothing.
+            other = workdir / "stdlib-next.jsonl"
+            other.write_text(
+                "".join(json.dumps({"text": t}) + "\n" for t in stdlib_documents(config.doc_bytes, config.doc_bytes)),
+                encoding="utf-8",
+            )
+            record["fairness"] = fairness(page_url, other, proxy, config.small_repeats)
             module = old_rank_documents()
             before = (
                 [before_query(module, proxy_url, documents, query, proxy) for query in QUERIES[: config.before_queries]]

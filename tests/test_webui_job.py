@@ -260,3 +260,13 @@ def test_a_server_of_a_cross_encoder_gets_every_pair_even_if_repeated() -> None:
     rank(server, ["w001 w002", "w003"], cache=cache)
     rank(server, ["w001 w002", "w003"], cache=cache)
     assert server.embeddings() == [] and len(server.reranks()) == 2
+
+
+def test_a_document_given_twice_is_embedded_once_and_ranked_twice() -> None:
+    server = FakeServer(window=50)
+    outcome, _ = rank(server, ["w001 w002", "w003", "w001 w002"], model=EMBEDDER, query="w001")
+    embedded = [text for body in server.embeddings()[1:] for text in body["input"]]
+    assert sorted(embedded) == ["w001 w002", "w003"]
+    # query (1, 0, 1) against (1, 1, 1): 2 / (sqrt(2) sqrt(3)), for both copies, in input order.
+    assert [item.position for item in outcome.ranked] == [0, 2, 1]
+    assert outcome.ranked[0].score == outcome.ranked[1].score == pytest.approx(2 / (2**0.5 * 3**0.5), abs=1e-9)

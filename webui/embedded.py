@@ -67,11 +67,20 @@ async def vector_scores(
         return ("vectors", preparer.model_key, budget, documents[position])
 
     known: dict[int, np.ndarray] = {}
+    same_as: dict[int, int] = {}
+    """A document whose text an earlier position already has: its vectors are that one's."""
+    first_of: dict[str, int] = {}
     for position in by_document:
+        if documents[position] in first_of:
+            same_as[position] = first_of[documents[position]]
+            continue
+        first_of[documents[position]] = position
         found = cache.get(key(position))
         if isinstance(found, np.ndarray) and len(found) == len(by_document[position]):
             known[position] = found
-    missing = [p for position, group in by_document.items() if position not in known for p in group]
+    missing = [
+        p for position, group in by_document.items() if position not in known and position not in same_as for p in group
+    ]
     reused = len(passages) - len(missing)
     on_progress(reused, len(passages))
 
@@ -88,11 +97,13 @@ async def vector_scores(
     answers = await run_batches(batches, embed, on_progress, done_before=reused, total=len(passages))
     fetched = iter(vector for _, vectors in answers for vector in vectors)
     for position, group in by_document.items():
-        if position in known:
+        if position in known or position in same_as:
             continue
         rows = np.asarray([next(fetched) for _ in group], dtype=np.float32)
         known[position] = rows
         cache.put(key(position), rows, ENTRY_BYTES + text_bytes(documents[position]) + rows.nbytes)
+    for position, first in same_as.items():
+        known[position] = known[first]
 
     vectors = np.concatenate([known[p.document][p.number - 1 : p.number] for p in passages]) if passages else None
     scores = cosine(query_vector, vectors) if vectors is not None else []
