@@ -20,11 +20,12 @@ T = TypeVar("T")
 Progress = Callable[[int, int], None]
 """Called with (passages scored, passages in the job) after each batch."""
 
-IN_FLIGHT = 2
-"""Batches of one job at the server at once: while one is scored the next is already waiting,
-so the engine does not idle between a job's calls. On the 2-core CPU, 300 passages took 3.15 s
-of server time as 16 calls one after another and 2.52 s as 2 large calls
-(bench/results/session-cpu.md); more than 2 would only queue behind each other."""
+IN_FLIGHT = 1
+"""Batches of one job at the server at once. Two hide the gap between a job's calls (on the
+2-core CPU 300 passages took 2.88 s of server time in two-at-a-time calls, 2.98 s one after
+another), but they make the engine's steps twice as long for everyone else: a 2-document
+rerank beside a long job then took 3.7x its idle time instead of 1.5x
+(bench/results/session-cpu.md). Fairness first."""
 
 
 def plan_batches(

@@ -273,13 +273,15 @@ class RerankClient:
             raise ServerFailed(f"The server's {self.rerank_path} answer left out some documents.")
         return RerankAnswer(scores=tuple(score for score in scores if score is not None), prompt_tokens=prompt_tokens)
 
-    async def embed(self, model: str, texts: Sequence[str], priority: int | None = None) -> EmbeddingAnswer:
+    async def embed(
+        self, model: str, texts: Sequence[str], priority: int | None = None, query: str = ""
+    ) -> EmbeddingAnswer:
         """Vectors of texts through /v1/embeddings (an embedding model's scorer); `priority`
-        as for `rerank`."""
+        as for `rerank`; `query`, the job's, keeps its calls on one server of a fleet."""
         payload: dict[str, Any] = {"model": model, "input": list(texts), "encoding_format": "float"}
         if priority is not None:
             payload["priority"] = priority
-        body = await self._request("POST", "/v1/embeddings", payload)
+        body = await self._request("POST", "/v1/embeddings", payload, headers=session_header(query, None))
         try:
             vectors: list[tuple[float, ...] | None] = [None] * len(texts)
             for item in body["data"]:

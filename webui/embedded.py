@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from webui.batches import Progress, plan_batches, run_batches
-from webui.client import ModelInfo, RerankClient
+from webui.client import EmbeddingAnswer, ModelInfo, RerankClient
 from webui.passages import Passage
 from webui.prepared import ENTRY_BYTES, Preparer, text_bytes
 
@@ -84,18 +84,22 @@ async def vector_scores(
     reused = len(passages) - len(missing)
     on_progress(reused, len(passages))
 
-    asked = await client.embed(model.model_id, [query], priority=0 if model.contract.priority_scheduling else None)
-    query_vector = np.asarray(asked.vectors[0], dtype=np.float32)
-    # Each text is embedded alone: a passage costs its own tokens, nothing per pair.
+    # Each text is embedded alone: a passage costs its own tokens, nothing per pair. The query
+    # rides with the first batch, so a small job is one call (one wait behind a long job's step).
     batches = plan_batches(missing, 0, batch_tokens, max_docs)
 
-    async def embed(index: int, batch: Sequence[Passage]) -> tuple[int, list[tuple[float, ...]]]:
-        priority = index + 1 if model.contract.priority_scheduling else None
-        answer = await client.embed(model.model_id, [p.text for p in batch], priority=priority)
-        return answer.prompt_tokens, list(answer.vectors)
+    async def embed(index: int, batch: Sequence[Passage]) -> EmbeddingAnswer:
+        texts = [p.text for p in batch] if index else [query, *(p.text for p in batch)]
+        priority = index if model.contract.priority_scheduling else None
+        return await client.embed(model.model_id, texts, priority=priority, query=query)
 
-    answers = await run_batches(batches, embed, on_progress, done_before=reused, total=len(passages))
-    fetched = iter(vector for _, vectors in answers for vector in vectors)
+    if batches:
+        answers = await run_batches(batches, embed, on_progress, done_before=reused, total=len(passages))
+    else:
+        answers = [await embed(0, [])]
+    query_row, *first_rows = answers[0].vectors
+    query_vector = np.asarray(query_row, dtype=np.float32)
+    fetched = iter([*first_rows, *(row for answer in answers[1:] for row in answer.vectors)])
     for position, group in by_document.items():
         if position in known or position in same_as:
             continue
@@ -107,5 +111,5 @@ async def vector_scores(
 
     vectors = np.concatenate([known[p.document][p.number - 1 : p.number] for p in passages]) if passages else None
     scores = cosine(query_vector, vectors) if vectors is not None else []
-    tokens = asked.prompt_tokens + sum(tokens for tokens, _ in answers)
+    tokens = sum(answer.prompt_tokens for answer in answers)
     return VectorScores(scores, tokens, len(batches), reused)
