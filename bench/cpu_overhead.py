@@ -5,8 +5,8 @@
 
 Starts the `cpu` profile as a user does (`python -m server serve --profile cpu --port P`,
 waited for as `python -m server wait` waits) and the page (`python -m webui --server-url URL`), then
-times one request of 20 documents of 200 words (seeded, new ones each round, so that the page
-keeps nothing between rounds) in `--repeats` rounds after
+times one request of 20 documents of 200 words (seeded, new ones for every call, so that the
+page keeps nothing between calls) in `--repeats` rounds after
 `--warmup` untimed ones, each round taking every path in turn so that drifting background
 load hits all alike: through the page with gradio_client (/rerank), through the page with
 Gradio's HTTP protocol as the browser speaks it, straight to vLLM's /v1/rerank (httpx), and
@@ -71,7 +71,9 @@ def main(argv: list[str] | None = None) -> int:
     config = parse_config(argv)
     documents = make_documents(config)
     try:
-        serving = measure_serving(config, lambda index: make_documents(config, index))
+        # Timed calls get sets 1, 2, ..., warm-up calls -1, -2, ...; set 0 is the checked one,
+        # which the peers score too.
+        serving = measure_serving(config, lambda index: make_documents(config, index + (index >= 0)), documents)
         # The server and the page are stopped by now: these get the cores alone.
         peers = {name: measure_sentence_transformers(config, documents, name) for name in ("bf16", "fp32")}
     except (BenchError, PageCallError) as error:

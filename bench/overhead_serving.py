@@ -88,22 +88,21 @@ def time_alternating(
     documents_for: Callable[[int], list[str]],
 ) -> dict[str, Any]:
     """Every path once per round, in order, `repeats` rounds after `warmup` untimed ones: drift in
-    the machine's load hits all alike. Each round ranks documents of its own (`documents_for`),
-    so the page keeps nothing from an earlier round: for the bundled MiniLM it must embed every
-    document, as in a first query. vLLM's counters say what the first path asked of it."""
+    the machine's load hits all alike. Every call ranks documents of its own (`documents_for`),
+    so the page keeps nothing from an earlier call: for the bundled MiniLM it must count and
+    embed every document, as in a first query. vLLM's counters say what the first path asked of it."""
     load_before = wait_for_quiet(config.max_load, config.quiet_wait_s)
     for index in range(config.warmup):
-        for call in paths.values():
-            call(documents_for(-1 - index))
+        for number, call in enumerate(paths.values()):
+            call(documents_for(-1 - (index * len(paths) + number)))
     timings = {name: Timings() for name in paths}
-    last: dict[str, Any] = {}
     calls = {route: [0.0, 0.0] for route in ROUTES}
     first = next(iter(paths))
     for index in range(config.repeats):
-        documents = documents_for(index)
-        for name, call in paths.items():
+        for number, (name, call) in enumerate(paths.items()):
+            documents = documents_for(index * len(paths) + number)
             before = route_counters(server_url, ROUTES) if name == first else None
-            seconds, last[name] = timed(functools.partial(call, documents))
+            seconds, _ = timed(functools.partial(call, documents))
             timings[name].samples_s.append(seconds)
             if before is not None:
                 after = route_counters(server_url, ROUTES)
@@ -112,7 +111,6 @@ def time_alternating(
                     calls[route][1] += after[route][1] - before[route][1]
     return {
         "timings": timings,
-        "last": last,
         "page_server_calls": {
             route: {"requests": count / config.repeats, "server_s": total_s / config.repeats}
             for route, (count, total_s) in calls.items()
@@ -130,7 +128,11 @@ def check_page_result(result: list[Any], answer: dict[str, Any]) -> None:
         raise BenchError(f"the page's ranking differs from the server's: {shown} vs {expected} ({result[1]})")
 
 
-def measure_serving(config: OverheadConfig, documents_for: Callable[[int], list[str]]) -> dict[str, Any]:
+def measure_serving(
+    config: OverheadConfig, documents_for: Callable[[int], list[str]], documents: list[str]
+) -> dict[str, Any]:
+    """Times the paths (each call on documents of its own), then checks the page against the
+    server on `documents`, the set whose scores sentence-transformers is compared with."""
     from gradio_client import Client
 
     with cpu_server(config) as server_url, httpx.Client(base_url=server_url, timeout=300) as http:
@@ -157,16 +159,17 @@ def measure_serving(config: OverheadConfig, documents_for: Callable[[int], list[
             }
             try:
                 measured = time_alternating(paths, server_url, config, documents_for)
+                # Then each path once on the same documents: the page must show the server's ranking.
+                checked = {name: call(documents) for name, call in paths.items()}
             finally:
                 client.close()
                 protocol.close()
 
-    last = measured["last"]
-    answer = last["direct"]
-    check_page_result(last["page"], answer)
-    check_page_result(last["page_protocol"], answer)
-    if not str(last["page_round_trip"][1]).startswith("⚠️"):
-        raise BenchError(f"the page did not refuse an empty query: {last['page_round_trip'][1]}")
+    answer = checked["direct"]
+    check_page_result(checked["page"], answer)
+    check_page_result(checked["page_protocol"], answer)
+    if not str(checked["page_round_trip"][1]).startswith("⚠️"):
+        raise BenchError(f"the page did not refuse an empty query: {checked['page_round_trip'][1]}")
     return {
         **measured,
         "model": model,
