@@ -158,11 +158,7 @@ def outcome_status(outcome: RankingOutcome, shown: int, seconds: float, model_id
         f"Ranked **{total:,}** document{'s' if total != 1 else ''} in **{seconds:.2f} s** · "
         f"**{outcome.prompt_tokens:,}** tokens · model `{inline_markdown(model_id)}`"
         + (f" · showing the top {shown:,}" if shown < total else "")
-        + (
-            f" · {outcome.reused:,} of {outcome.passages:,} passages' vectors kept from earlier"
-            if outcome.reused
-            else ""
-        )
+        + (f" · {outcome.reused:,} of {outcome.passages:,} passages needed no server call" if outcome.reused else "")
     ]
     if outcome.long_documents:
         what = "with this query and instruction" if takes_instruction else "per text"

@@ -32,7 +32,8 @@ class VectorScores:
     """Tokens the server embedded for this job: the query, and passages not seen before."""
     batches: int
     reused: int
-    """Passages whose vectors an earlier job had already fetched."""
+    """Passages not sent: their vectors were kept from an earlier job, or are an identical
+    document's of this one."""
 
 
 def cosine(query: np.ndarray, vectors: np.ndarray) -> list[float]:
@@ -85,7 +86,8 @@ async def vector_scores(
     on_progress(reused, len(passages))
 
     # Each text is embedded alone: a passage costs its own tokens, nothing per pair. The query
-    # rides with the first batch, so a small job is one call (one wait behind a long job's step).
+    # rides with the first batch (on top of its bound: a query is at most one window), so a
+    # small job is one call, one wait behind a long job's step.
     batches = plan_batches(missing, 0, batch_tokens, max_docs)
 
     async def embed(index: int, batch: Sequence[Passage]) -> EmbeddingAnswer:
@@ -109,7 +111,6 @@ async def vector_scores(
     for position, first in same_as.items():
         known[position] = known[first]
 
-    vectors = np.concatenate([known[p.document][p.number - 1 : p.number] for p in passages]) if passages else None
-    scores = cosine(query_vector, vectors) if vectors is not None else []
+    scores = cosine(query_vector, np.stack([known[p.document][p.number - 1] for p in passages])) if passages else []
     tokens = sum(answer.prompt_tokens for answer in answers)
     return VectorScores(scores, tokens, len(batches), reused)

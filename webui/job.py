@@ -33,7 +33,8 @@ class RankingOutcome:
     passages: int
     batches: int
     reused: int = 0
-    """Passages whose vectors an earlier query had already fetched (embedding models only)."""
+    """Passages whose vectors the page already had, from an earlier query or an identical
+    document of this one (embedding models only)."""
 
 
 async def score_batches(
