@@ -389,15 +389,17 @@ def test_rerank_becomes_stop_while_a_job_runs_and_the_panel_counts_it(
         tab.locator("#rerank-button").click()
         # One button, saying what a click now does; the previous results are gone.
         expect(tab.locator("#stop-button")).to_be_visible()
+        # Enter in the query box does not start a second job either (counted at the end). It
+        # is pressed well before Stop: a start the server handled after Stop would find the
+        # tab idle and rightly run.
+        tab.get_by_label("Query", exact=True).press("Enter")
         expect(tab.locator("#rerank-button")).to_be_hidden()
         expect(status_line(tab)).to_have_text("⏳ Ranking 2 documents… Stop cancels it.")
         expect(tab.locator('#results [role="gridcell"]')).to_have_count(0)
         expect(tab.locator("#download-csv")).to_be_hidden()
-        # The panel counts the page's own job while the server holds it.
+        # The panel counts the page's own job while the server holds it, and no second one.
         expect(engine_panel(tab)).to_contain_text(re.compile(r"Ranking: 1\s*Queued: 0"))
         assert proxy.arrived == arrived + 1
-        # Enter in the query box does not start a second job either (counted at the end).
-        tab.get_by_label("Query", exact=True).press("Enter")
         expect(tab.locator("#stop-button")).to_be_visible()
 
         tab.locator("#stop-button").click()

@@ -228,9 +228,13 @@ def vllm_processes(root: int) -> list[psutil.Process]:
     return found
 
 
-def long_documents(count: int) -> list[str]:
+def long_documents(count: int, tag: str = "") -> list[str]:
+    """`count` documents of about 30 words; `tag` makes a set of them new to the page (it keeps
+    the MiniLM's vectors of documents it has seen)."""
     words = ["river", "stone", "market", "window", "garden", "engine", "letter", "winter", "orange", "silver"]
-    return [" ".join(f"{words[(i + j) % len(words)]}{j % 7}" for j in range(28)) + f" city {i}" for i in range(count)]
+    return [
+        " ".join(f"{words[(i + j) % len(words)]}{j % 7}" for j in range(28)) + f" city {i}{tag}" for i in range(count)
+    ]
 
 
 @pytest.mark.slow
@@ -273,10 +277,10 @@ def test_a_killed_server_fails_its_users_clearly_and_launch_sh_brings_it_back(tm
 
         # Requests in flight, more waiting in the page's queue; then vLLM dies without warning.
         scored_before = prompt_tokens_scored(server_url)
-        documents = long_documents(1000)
-        jobs = [submit(client, "\n".join(documents), top_n=5) for _ in range(5)]
+        jobs = [submit(client, "\n".join(long_documents(1000, f" job {job}")), top_n=5) for job in range(5)]
         # Kill once vLLM has scored some of the jobs' batches, while the jobs still have more
-        # to send (each is a thousand long documents, sent in many batches).
+        # to send (each is a thousand long documents of its own, sent in many batches: a job
+        # on documents another has scored would need one short call).
         wait_until(lambda: any(job.status().code == Status.PROCESSING for job in jobs), 120, "a job to start", 0.05)
         wait_until(lambda: prompt_tokens_scored(server_url) > scored_before, 120, "vLLM to score a batch", 0.1)
         assert not all(job.done() for job in jobs), "the jobs ended before the kill"

