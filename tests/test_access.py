@@ -16,6 +16,8 @@ import re
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -24,10 +26,9 @@ import pytest
 from gradio_client import Client
 from gradio_client.utils import QueueError
 
-from tests.conftest import SERVER_KEY
 from tests.support.page import launched, queued, wait_until
 from tests.support.ranking import assert_same_ranking
-from tests.support.server_process import REPO_ROOT, RunningServer, free_port
+from tests.support.server_process import REPO_ROOT, RunningServer, free_port, start_server
 from webui.app import create_demo
 from webui.settings import Settings, settings_from_args
 
@@ -35,7 +36,7 @@ pytestmark = pytest.mark.timeout(600)
 
 QUERY = "what is the capital of China?"
 DOCUMENTS = ["Paris is the capital of France.", "Beijing is the capital of China.", "Pandas eat bamboo."]
-API_KEY = SERVER_KEY
+API_KEY = "test-key-0f9a3c"
 
 
 def clean_env(**extra: str) -> dict[str, str]:
@@ -224,6 +225,20 @@ GUARDED: list[tuple[str, str, dict[str, Any] | None]] = [
     ("GET", "/openapi.json", None),
 ]
 """Every route vLLM 0.32 serves for this model (all answer 200 on an unkeyed server)."""
+
+
+@pytest.fixture(scope="module")
+def keyed_server(log_dir: Path) -> Iterator[RunningServer]:
+    """The cpu profile on loopback with a key, given the way launch.sh gives it (RERANK_API_KEY),
+    so that it shows on no command line."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("RERANK_API_KEY", API_KEY)
+        server = start_server("cpu", None, log_dir, "--extra-args=--enforce-eager")
+    try:
+        server.wait()
+        yield server
+    finally:
+        server.stop()
 
 
 def send(server: RunningServer, method: str, path: str, body: dict[str, Any] | None, auth: str | None) -> int:

@@ -399,7 +399,7 @@ def test_rerank_becomes_stop_while_a_job_runs_and_the_panel_counts_it(
         expect(tab.locator("#download-csv")).to_be_hidden()
         # The panel counts the page's own job while the server holds it, and no second one.
         expect(engine_panel(tab)).to_contain_text(re.compile(r"Ranking: 1\s*Queued: 0"))
-        assert proxy.arrived == arrived + 1
+        wait_until(lambda: proxy.arrived == arrived + 1, "the job's call to reach the server")
         expect(tab.locator("#stop-button")).to_be_visible()
 
         tab.locator("#stop-button").click()

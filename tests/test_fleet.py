@@ -29,7 +29,6 @@ import pytest
 from gradio_client import Client
 
 from server.fleet import FleetError, KeyCheck, parse_servers
-from tests.conftest import SERVER_KEY
 from tests.support.page import LaunchedPage
 from tests.support.page import launched as launch_page
 from tests.support.server_process import REPO_ROOT, RunningServer, free_port, start_server
@@ -38,7 +37,7 @@ from webui.engine import EnginePoller, EngineState, merge_engine_states
 from webui.panel import format_engine_markdown
 from webui.settings import Settings, SettingsError, settings_from_args
 
-API_KEY = SERVER_KEY
+API_KEY = "fleet-key-5d1e77"
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
 MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 QUERY = "what is the capital of China?"
@@ -187,9 +186,8 @@ def kill_server_process(server: RunningServer) -> float:
 
 
 @pytest.fixture(scope="module")
-def fleet(log_dir: Path, keyed_server: RunningServer) -> Iterator[Fleet]:
-    # The session's keyed server and one of the fleet's own: only the second is ever killed.
-    servers = [keyed_server, start_keyed_server(log_dir)]
+def fleet(log_dir: Path) -> Iterator[Fleet]:
+    servers = [start_keyed_server(log_dir), start_keyed_server(log_dir)]
     process = None
     try:
         for server in servers:
@@ -214,7 +212,7 @@ def fleet(log_dir: Path, keyed_server: RunningServer) -> Iterator[Fleet]:
         if process is not None and process.poll() is None:
             process.send_signal(signal.SIGINT)
             process.wait(timeout=60)
-        for server in servers[1:]:
+        for server in servers:
             server.stop()
 
 
