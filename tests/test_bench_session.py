@@ -1,4 +1,4 @@
-"""bench/session.py's arithmetic: how long the server was busy when a job keeps two calls in flight."""
+"""bench/session.py's arithmetic: how long the server was busy when the page's calls overlap."""
 
 from __future__ import annotations
 

@@ -92,7 +92,7 @@ class HoldingProxy:
     upstream: str
     holding: threading.Event = field(default_factory=threading.Event)
     arrived: int = 0
-    """Scoring calls received so far (a job's first is its query's vector or its first batch)."""
+    """Scoring calls received so far (each job makes at least one)."""
 
     async def forward(self, request: Request) -> Response:
         if request.url.path in SCORING_PATHS:

@@ -1,8 +1,8 @@
 """What a proxy in front of the server needs to tell scoring calls from the rest.
 
 The page scores pairs through /v1/rerank, or, when the server's contract says its model is
-an embedding model (the cpu profile's MiniLM), through /v1/embeddings: the query's vector
-first, then the vectors of passages it has not embedded before (webui/embedded.py).
+an embedding model (the cpu profile's MiniLM), through /v1/embeddings: the query's own text
+with the first batch of passages it has not embedded before, then the rest (webui/embedded.py).
 """
 
 from __future__ import annotations
