@@ -159,12 +159,7 @@ def test_stop_returns_the_page_at_once_and_no_batch_follows(tab: Page, slow: tup
         stopped_at = len(proxy.calls)
     finally:
         proxy.holding.clear()
-    # Had the stopped job gone on, its next batches (one every half second at least) would
-    # reach the proxy while this two-document job runs.
-    paste(tab, "what is the capital of China?", DOCUMENTS[:2])
-    tab.locator("#rerank-button").click()
-    expect(status_line(tab)).to_contain_text("Ranked 2 documents")
-    assert_nothing_of(long, proxy.calls[stopped_at:])
+    assert_nothing_follows(tab, proxy, stopped_at, long)
 
 
 def test_evaluate_reads_judgments_and_shows_the_measures(
@@ -234,15 +229,18 @@ def test_an_evaluation_is_the_tabs_job_with_its_progress_and_stop(
         stopped_at = len(proxy.calls)
     finally:
         proxy.holding.clear()
+    assert_nothing_follows(tab, proxy, stopped_at, long)
+
+
+def assert_nothing_follows(tab: Page, proxy: SlowProxy, stopped_at: int, stopped: str) -> None:
+    """Run a two-document job after a Stop: it reaches the server, and no call after the Stop
+    carries a passage of the stopped job's long document (its words are its own: lake/pond).
+    Had the stopped job gone on, its next batches (one every half second at least) would reach
+    the proxy while this job runs."""
     paste(tab, "what is the capital of China?", DOCUMENTS[:2])
     tab.locator("#rerank-button").click()
     expect(status_line(tab)).to_contain_text("Ranked 2 documents")
-    assert_nothing_of(long, proxy.calls[stopped_at:])
-
-
-def assert_nothing_of(stopped: str, later_calls: list[list[str]]) -> None:
-    """No call after the Stop carried a passage of the stopped job's long document (its
-    words are its own: lake/pond), and the job that ran next did reach the server."""
+    later_calls = proxy.calls[stopped_at:]
     word = stopped.split()[0].rstrip("0123456789")
     assert later_calls, "the next job made no scoring call"
     assert not [text for call in later_calls for text in call if word in text], later_calls

@@ -557,13 +557,6 @@ def sliced_page(proxy: tuple[CountingProxy, str]) -> Iterator[tuple[CountingProx
     counting.reset()
 
 
-def wait_for(condition: Any, what: str, timeout_s: float = 120) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
-
-
 def submit(page: Page, query: str, documents: list[str]) -> Any:
     pasted = "\n".join(documents)
     return page.client.submit(query, DEFAULT_INSTRUCTION, pasted, "One per line", None, None, 100, api_name="/rerank")
@@ -581,7 +574,7 @@ def test_a_long_job_shows_passages_scored_and_a_repeat_asks_for_no_token_counts(
         seen.extend((unit.index, unit.length, unit.unit) for unit in job.status().progress_data or [])
         return any(0 < done < total for done, total, _ in seen) or job.done()
 
-    wait_for(midway, "a progress update between batches")
+    wait_until(midway, "a progress update between batches")
     result = job.result(timeout=300)
     # The passages in batches, the query's own text riding with the first; the total shown is
     # every passage the page sent, as the proxy saw them arrive.
@@ -607,9 +600,9 @@ def test_stop_sends_nothing_more_and_frees_the_slot_at_once(sliced_page: tuple[C
     counting, page = sliced_page
     counting.delay_s = 2.0
     job = submit(page, QUERY, LONG_DOCUMENTS)
-    wait_for(lambda: len(counting.scoring_calls) >= 1, "the long job's first batch at the server")
+    wait_until(lambda: len(counting.scoring_calls) >= 1, "the long job's first batch at the server")
     assert job.cancel()
-    wait_for(job.done, "the cancelled job to end")
+    wait_until(job.done, "the cancelled job to end")
     sent_before_stop = len(counting.scoring_calls)
 
     # The page runs one job at a time: a small job now runs only if Stop freed the slot, and

@@ -35,6 +35,7 @@ from webui.documents import (
     documents_from_upload,
     join_documents,
     limit_problem,
+    query_field,
     split_mode,
     text_field,
     upload_choices,
@@ -283,10 +284,8 @@ class PageHandlers:
         cancels this task, and the job sends nothing more (webui/job.py)."""
         started = time.perf_counter()
         try:
-            query = text_field(query, "query").strip()
+            query = query_field(query)
             instruction = text_field(instruction, "instruction")
-            if not query:
-                raise DocumentError("Enter a query to rank the documents against.")
             documents, _ = gather_documents(pasted, mode_label, upload, choice, self.settings)
             if not documents:
                 raise DocumentError("No documents: paste some (one per line, or as chosen) or upload a file.")

@@ -71,6 +71,14 @@ def text_field(value: object, what: str) -> str:
     return value
 
 
+def query_field(value: object) -> str:
+    """The query as a job needs it: text_field's checks, stripped, and not empty."""
+    query = text_field(value, "query").strip()
+    if not query:
+        raise DocumentError("Enter a query to rank the documents against.")
+    return query
+
+
 def split_mode(label: object) -> SplitMode:
     try:
         return SplitMode(str(label))

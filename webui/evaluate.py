@@ -26,7 +26,7 @@ import gradio as gr
 import pandas as pd
 
 from webui.client import RerankError
-from webui.documents import DocumentError, check_limits, text_field
+from webui.documents import DocumentError, check_limits, query_field, text_field
 from webui.judgments import read_judgments
 from webui.markup import inline_markdown
 from webui.metrics import measure, measure_names
@@ -217,9 +217,7 @@ class EvaluateHandlers:
     ) -> tuple[dict[str, Any], dict[str, Any] | None, str]:
         """(the ranked documents to tick, the ranking kept for measuring, status line)."""
         try:
-            query = text_field(query, "query").strip()
-            if not query:
-                raise DocumentError("Enter a query to rank the documents against.")
+            query = query_field(query)
             documents = self._documents(pasted, mode_label, upload, choice)
             [[order]] = await self._rankings([query], documents, [text_field(instruction, "instruction")], progress)
         except (DocumentError, BudgetError, RerankError) as error:
