@@ -26,14 +26,18 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import Self
+from typing import TYPE_CHECKING, Self
 
 from server.failures import diagnose
 from server.health import ServerNotReady, wait_healthy
+
+if TYPE_CHECKING:
+    from starlette.types import ASGIApp
 
 REPO = Path(__file__).resolve().parent.parent
 STOP_GRACE_S = 45.0
@@ -48,6 +52,28 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+@contextlib.contextmanager
+def serving(app: ASGIApp, timeout_s: float = 30.0) -> Iterator[str]:
+    """Serve an ASGI app (a test or bench proxy) on a free loopback port in a thread of this
+    process; yields its base URL once it listens."""
+    import uvicorn
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + timeout_s
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError(f"the in-process server on port {port} did not start within {timeout_s:g} s")
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
 
 
 def launcher_argv(serve_args: list[str], port: int, log_path: Path | None = None, dry_run: bool = False) -> list[str]:

@@ -40,8 +40,6 @@ import json
 import os
 import platform
 import pydoc
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -55,12 +53,14 @@ from types import ModuleType
 from typing import Any
 
 import httpx
-import uvicorn
 from gradio_client import Client, handle_file
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+
+from bench.overhead_serving import QUIET_ENV
+from bench.server_process import ChildProcess, ServerProcess, free_port, serving
 
 REPO = Path(__file__).resolve().parent.parent
 BEFORE_COMMIT = "23088b3"
@@ -172,63 +172,11 @@ class TimingProxy:
         return calls
 
 
-@contextlib.contextmanager
-def serving(proxy: TimingProxy) -> Iterator[str]:
-    port = free_port()
-    app = Starlette(routes=[Route("/{path:path}", proxy.forward, methods=["GET", "POST"])])
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
+def proxy_app(proxy: TimingProxy) -> Starlette:
+    return Starlette(routes=[Route("/{path:path}", proxy.forward, methods=["GET", "POST"])])
 
 
 # --- processes started as a user starts them -------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@contextlib.contextmanager
-def started(argv: list[str], log_path: Path) -> Iterator[subprocess.Popen[bytes]]:
-    """A child in its own session; Ctrl-C at the end (the launcher then stops vLLM), SIGKILL if stuck."""
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-    with log_path.open("ab") as log:
-        process = subprocess.Popen(
-            argv, cwd=REPO, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True
-        )
-    try:
-        yield process
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGINT)
-            try:
-                process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
-
-
-def wait_until(url: str, process: subprocess.Popen[bytes], what: str, timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"{what} exited with code {process.returncode}")
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(url, timeout=5).status_code == 200:
-                return
-        time.sleep(1)
-    raise RuntimeError(f"{what} did not answer {url} within {timeout_s:.0f} s")
 
 
 @contextlib.contextmanager
@@ -237,21 +185,18 @@ def cpu_server(config: SessionConfig) -> Iterator[str]:
         yield config.server_url
         return
     port = free_port()
-    argv = [sys.executable, "-m", "server", "serve", "--profile", "cpu", "--port", str(port)]
-    with started(argv, config.log_dir / f"session-server-{port}.log") as process:
-        url = f"http://127.0.0.1:{port}"
-        wait_until(f"{url}/health", process, "the cpu server", 600)
-        yield url
+    server = ServerProcess(["--profile", "cpu"], port, config.log_dir / f"session-server-{port}.log", env=QUIET_ENV)
+    with server:
+        yield server.url
 
 
 @contextlib.contextmanager
 def page(server_url: str, config: SessionConfig) -> Iterator[str]:
     port = free_port()
+    url = f"http://127.0.0.1:{port}/"
     argv = [sys.executable, "-m", "webui", "--server-url", server_url, "--port", str(port)]
     argv += ["--profile-label", "cpu", "--batch-tokens", str(config.batch_tokens)]
-    with started(argv, config.log_dir / f"session-page-{port}.log") as process:
-        url = f"http://127.0.0.1:{port}/"
-        wait_until(f"{url}config", process, "the page", 180)
+    with ChildProcess(argv, url, config.log_dir / f"session-page-{port}.log", health_path="/config", env=QUIET_ENV):
         yield url
 
 
@@ -441,7 +386,7 @@ def run_session(config: SessionConfig) -> dict[str, Any]:
     proxy = TimingProxy("")
     with cpu_server(config) as server_url:
         proxy.upstream = server_url
-        with serving(proxy) as proxy_url, page(proxy_url, config) as page_url:
+        with serving(proxy_app(proxy)) as proxy_url, page(proxy_url, config) as page_url:
             client = Client(page_url, verbose=False)
             try:
                 queries: list[QueryRecord] = []

@@ -4,18 +4,16 @@ plus small ASGI apps (proxies in front of a real server) served on a loopback th
 from __future__ import annotations
 
 import contextlib
-import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import TypeVar
 
 import httpx
-import uvicorn
 from gradio_client import Client
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.types import ASGIApp
 
+from bench.server_process import serving as serving  # the one in-thread server, shared with bench/
 from tests.support.server_process import free_port
 from webui.app import RerankDemo, create_demo
 from webui.settings import Settings
@@ -71,21 +69,6 @@ def wait_until(condition: Callable[[], bool], what: str, timeout: float = 120.0,
     while not condition():
         assert time.monotonic() < deadline, f"gave up after {timeout:g} s waiting for {what}"
         time.sleep(interval)
-
-
-@contextlib.contextmanager
-def serving(app: ASGIApp) -> Iterator[str]:
-    """Serve `app` on a free loopback port in a thread; yields its base URL."""
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    wait_until(lambda: server.started, "the test server to listen", timeout=30)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
 
 
 async def forward(request: Request, upstream: str, timeout: float) -> Response:
