@@ -1,5 +1,7 @@
 """./launch.sh end to end, as users and their scripts start it: the console, ranking through
-the page, a vLLM crash, and stopping by SIGINT, SIGTERM and SIGKILL from any kind of parent.
+the page, and stopping by SIGINT, SIGTERM and SIGKILL from any kind of parent. (A vLLM killed
+under load, restarted by launch.sh with a growing pause while the page rides it out, is
+test_faults.py's: a second restart here would cost half a minute and prove nothing more.)
 
 vLLM starts take minutes on 2 cores, so four launchers start at once, each with its own
 log folder (and so its own lock): `product` (started as a script's background job: SIGINT
@@ -208,20 +210,6 @@ def test_a_second_launcher_on_the_same_logs_says_already_running(product: Launch
     assert second.returncode == 1
     last = second.stderr.strip().splitlines()[-1]
     assert last.startswith(f"launch: already running: pid {product.proc.pid}, page http://127.0.0.1:")
-
-
-def test_a_vllm_crash_is_restarted_and_the_page_recovers(product: Launched) -> None:
-    vllm = next(
-        psutil.Process(c.pid)
-        for c in psutil.net_connections("tcp")
-        if c.laddr and c.laddr.port == product.server_port and c.status == psutil.CONN_LISTEN and c.pid
-    )
-    before = len(product.said())
-    vllm.kill()
-    product.wait_said("launch: vLLM exited (killed by SIGKILL); restarting in 2 s", after=before, deadline_s=60)
-    product.wait_said("launch: vLLM is back", after=before)
-    assert product.proc.poll() is None
-    assert rank_through_page(product.page_port)[0][4] == 2
 
 
 def test_one_sigint_stops_everything_though_sigint_was_ignored_at_entry(product: Launched) -> None:
