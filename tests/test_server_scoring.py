@@ -15,7 +15,7 @@ import pytest
 from tests.support.reference import MiniLMReference, Qwen3Reference
 from tests.support.server_process import RunningServer
 
-# Both sides compute in float32 from the same bf16 weights (see TINY_QWEN3_ARGS).
+# Both sides compute in float32 from the same bf16 weights (see tests/support/servers.py TINY_QWEN3_ARGS).
 SCORE_TOLERANCE = 1e-3
 # The MiniLM server runs its profile's bf16; sentence-transformers runs float32.
 MINILM_TOLERANCE = 0.02
