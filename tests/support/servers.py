@@ -2,10 +2,10 @@
 
 conftest starts every one that the collected tests name, side by side, at the first request:
 a vLLM start is mostly three processes importing one after another, one core at a time, so
-on 2 cores two starting together take what one takes alone (about 30 s) and four about 75 s,
-where one after another they took 30 + 29 + 33 s. A session server is held to the end of
-the run; a module's own server is stopped when its module is done, so that its memory is
-back before the heavier modules run.
+on 2 cores two starting together take what one takes alone (about 30 s), and four about
+75 s, where the session's two and then two more, each alone, took 30 + 29 + 33 s. A session
+server is held to the end of the run; a module's own server is stopped when its module is
+done, so that its memory is back before the heavier modules run.
 """
 
 from __future__ import annotations
