@@ -20,7 +20,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +30,7 @@ from gradio_client import Client
 from gradio_client.utils import Status
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.support.page import LaunchedPage
+from tests.support.page import LaunchedPage, wait_until
 from tests.support.page import launched as launch_page
 from tests.support.ranking import assert_same_ranking
 from tests.support.server_process import REPO_ROOT, RunningServer, free_port
@@ -92,13 +91,6 @@ def banner(page_url: str) -> str:
     )
     answer.raise_for_status()
     return str(answer.json()["data"][0]["value"])
-
-
-def wait_until(condition: Callable[[], bool], timeout: float, what: str, interval: float = 0.2) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"gave up waiting for {what}"
-        time.sleep(interval)
 
 
 # --- a stalled server ----------------------------------------------------------------------------
@@ -177,7 +169,7 @@ def test_a_stalled_server_times_out_cleanly_and_frees_the_slot(minilm_server: Ru
             assert timeout * 0.9 <= first_s < timeout + 10
             assert 2 * timeout * 0.9 <= second_s < 2 * timeout + 15
             # The page hung up on every stalled connection: none is left holding a pool place.
-            wait_until(lambda: relay.holding == 0, 10, "the page to close its stalled connections")
+            wait_until(lambda: relay.holding == 0, "the page to close its stalled connections", 10, 0.2)
             assert relay.accepted >= 2
 
             relay.relay = True
@@ -270,7 +262,7 @@ def test_a_killed_server_fails_its_users_clearly_and_launch_sh_brings_it_back(tm
     client: Client | None = None
     try:
         # The page starts beside vLLM; the launcher's last line says both are ready.
-        wait_until(lambda: said(r"launch: ready: ") and listener(page_port) is not None, 900, "the product", interval=1)
+        wait_until(lambda: said(r"launch: ready: ") and listener(page_port) is not None, "the product", 900, 1)
         page_pid = listener(page_port)
         client = Client(page_url, verbose=False)
         assert_same_ranking(page_table(rerank(client, "\n".join(CAPITALS))), server_table(server_url, CAPITALS))
@@ -281,8 +273,8 @@ def test_a_killed_server_fails_its_users_clearly_and_launch_sh_brings_it_back(tm
         # Kill once vLLM has scored some of the jobs' batches, while the jobs still have more
         # to send (each is a thousand long documents of its own, sent in many batches: a job
         # on documents another has scored would need one short call).
-        wait_until(lambda: any(job.status().code == Status.PROCESSING for job in jobs), 120, "a job to start", 0.05)
-        wait_until(lambda: prompt_tokens_scored(server_url) > scored_before, 120, "vLLM to score a batch", 0.1)
+        wait_until(lambda: any(job.status().code == Status.PROCESSING for job in jobs), "a job to start", 120, 0.05)
+        wait_until(lambda: prompt_tokens_scored(server_url) > scored_before, "vLLM to score a batch", 120, 0.1)
         assert not all(job.done() for job in jobs), "the jobs ended before the kill"
         (vllm,) = vllm_processes(proc.pid)
         killed_at = time.monotonic()
@@ -306,13 +298,13 @@ def test_a_killed_server_fails_its_users_clearly_and_launch_sh_brings_it_back(tm
 
         # launch.sh restarts vLLM; killed again while starting, it waits twice as long.
         restarted = r"vLLM exited \(killed by SIGKILL\); restarting in 2 s"
-        wait_until(lambda: said(restarted), 60, "launch.sh to restart vLLM")
-        wait_until(lambda: bool(vllm_processes(proc.pid)), 60, "the restarted vLLM")
+        wait_until(lambda: said(restarted), "launch.sh to restart vLLM", 60, 0.2)
+        wait_until(lambda: bool(vllm_processes(proc.pid)), "the restarted vLLM", 60, 0.2)
         vllm_processes(proc.pid)[0].send_signal(signal.SIGKILL)
-        wait_until(lambda: said(r"restarting in 4 s"), 60, "launch.sh to back off")
+        wait_until(lambda: said(r"restarting in 4 s"), "launch.sh to back off", 60, 0.2)
 
         # Back on the same port, the page recovers by itself: banner, ranking, every slot free.
-        wait_until(lambda: said(r"vLLM is back"), 900, "launch.sh to report vLLM back", interval=1)
+        wait_until(lambda: said(r"vLLM is back"), "launch.sh to report vLLM back", 900, 1)
         assert banner(page_url).startswith("✅ Server ready"), banner(page_url)
         expected = server_table(server_url, CAPITALS)
         results = [job.result(timeout=120) for job in [submit(client, "\n".join(CAPITALS)) for _ in range(3)]]
@@ -328,7 +320,7 @@ def test_a_killed_server_fails_its_users_clearly_and_launch_sh_brings_it_back(tm
             proc.wait(timeout=120)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
-        wait_until(lambda: not any(alive(pid) for pid in family), 60, "launch.sh to stop everything it started")
+        wait_until(lambda: not any(alive(pid) for pid in family), "launch.sh to stop everything it started", 60, 0.2)
 
 
 def alive(pid: int) -> bool:

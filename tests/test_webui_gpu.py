@@ -9,6 +9,7 @@ the sampling path against the real `pynvml` module with its NVML calls replaced
 
 from __future__ import annotations
 
+import functools
 import os
 import subprocess
 import sys
@@ -24,6 +25,7 @@ import httpx
 import pynvml
 import pytest
 
+from tests.support.page import wait_until
 from tests.support.server_process import free_port
 from webui.gpu import GpuDevice, GpuProcess, GpuSampler, GpuSamplerConfig, GpuSnapshot, HistoryPoint
 from webui.panel import (
@@ -38,12 +40,8 @@ from webui.panel import (
 NO_PROCESS_PID = 4_194_400  # above Linux's largest pid_max: never a live process
 
 
-def wait_for(condition: Callable[[], bool], timeout_s: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        time.sleep(0.01)
+# The sampler's threads move within milliseconds: poll fast, give up after 5 s.
+wait_for = functools.partial(wait_until, what="the sampler's state", timeout=5.0, interval=0.01)
 
 
 def nvml_works() -> bool:
@@ -508,7 +506,7 @@ def test_refresh_skips_a_full_queue_and_never_runs_nvml(monkeypatch: pytest.Monk
 
         # gradio_client joins the queue from its own threads: on a loaded 2-core CI machine
         # that took over 20 s once.
-        wait_for(lambda: queued() >= 1, timeout_s=90)
+        wait_until(lambda: queued() >= 1, "the refresh to join the page's queue", 90, 0.01)
         with pytest.raises(Exception, match=r"[Qq]ueue is full"):
             client.predict("c", api_name="/rerank")
 
