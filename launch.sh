@@ -11,7 +11,8 @@
 #   --server-url URL    use a vLLM server that already runs; none is started
 #                                                           [RERANK_SERVER_URL]
 #   --fleet URL,URL,... servers that already run elsewhere: start vllm-router in
-#                       front of them (port RERANK_ROUTER_PORT, default 30000) and
+#                       front of them (port RERANK_ROUTER_PORT, default 30000; its
+#                       metrics RERANK_ROUTER_METRICS_PORT, default that + 1) and
 #                       the page on it, 4 reranks at once per server [RERANK_FLEET]
 #   --port N            the page's port                     [RERANK_UI_PORT; default 7860]
 #   --host ADDR         the page's address; 0.0.0.0 for all [RERANK_UI_HOST; default 127.0.0.1]

@@ -107,6 +107,13 @@ def build_parser() -> EnvArgumentParser:
     fleet.add_env_argument(
         "--port", env="RERANK_ROUTER_PORT", type=int, default=FleetOptions.port, help="the router's port"
     )
+    fleet.add_env_argument(
+        "--metrics-port",
+        env="RERANK_ROUTER_METRICS_PORT",
+        type=int,
+        shown_default="--port + 1",
+        help="the router's own Prometheus exporter, on loopback",
+    )
     fleet.add_env_argument("--api-key", env="RERANK_API_KEY", help="the servers' key; the router requires it too")
     fleet.add_argument("--log-file", type=Path, help="the router's log [default logs/router-PORT.log]")
     fleet.add_argument("--check", action="store_true", help="only check the servers; print how many rerank and exit")
@@ -208,6 +215,7 @@ def cmd_fleet(args: argparse.Namespace) -> int:
         host=args.host,
         port=args.port,
         api_key=args.api_key,
+        router_metrics_port=args.metrics_port,
         log_file=args.log_file,
     )
     if args.check:

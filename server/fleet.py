@@ -75,6 +75,10 @@ class FleetOptions:
         return f"http://{self.host}:{self.port}"
 
     @property
+    def metrics_port(self) -> int:
+        return self.router_metrics_port or self.port + 1
+
+    @property
     def log_path(self) -> Path:
         return self.log_file or REPO_ROOT / "logs" / f"router-{self.port}.log"
 
@@ -196,7 +200,7 @@ def router_config(options: FleetOptions, key_check_url: str | None) -> dict[str,
         "port": options.port,
         "api_key_validation_urls": [key_check_url] if key_check_url else [],
         "prometheus_host": "127.0.0.1",
-        "prometheus_port": options.router_metrics_port or options.port + 1,
+        "prometheus_port": options.metrics_port,
         "health_check_interval_secs": options.health_interval_s,
         "health_check_timeout_secs": 5,
         "health_failure_threshold": 2,
@@ -238,6 +242,8 @@ def run_fleet(options: FleetOptions) -> int:
     if importlib.util.find_spec("vllm_router_rs") is None:
         raise FleetError("vllm-router is not installed here: server/install.sh --with-fleet installs it")
     check_port_free(options.host, options.port)
+    # Checked too: vllm-router panics on a taken metrics port, and its message names no port.
+    check_port_free("127.0.0.1", options.metrics_port, "--metrics-port")
     checks = check_servers(options.servers, options.api_key, options.check_timeout_s)
     for check in checks:
         state = "ok" if check.reranks else "not answering yet (taken in when healthy)"

@@ -119,6 +119,19 @@ def test_fleet_refuses_a_public_address_without_a_key_and_a_second_server_url() 
     assert out.stderr.strip() == "error: --fleet starts a router of its own: leave out --server-url (RERANK_SERVER_URL)"
 
 
+def test_a_taken_metrics_port_fails_the_fleet_in_one_line_naming_it() -> None:
+    """vllm-router itself panics on it with a message that names no port."""
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        taken = busy.getsockname()[1]
+        out = run_server_cli("fleet", "--servers", "http://127.0.0.1:9", "--port", str(free_port()),
+                             "--metrics-port", str(taken))  # fmt: skip
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    expected = f"error: cannot listen on 127.0.0.1:{taken}: Address already in use; pick another --metrics-port"
+    assert out.stderr.strip() == expected
+
+
 # --- a real fleet --------------------------------------------------------------------------------
 
 
@@ -201,6 +214,9 @@ def fleet(log_dir: Path) -> Iterator[Fleet]:
                     sys.executable, "-m", "server", "fleet",
                     "--servers", ",".join(server.url for server in servers),
                     "--port", str(port),
+                    # Not port + 1: a free port's neighbour may be one of the run's many
+                    # connections (a full run failed so once).
+                    "--metrics-port", str(free_port()),
                     "--log-file", str(log_dir / f"router-{port}.log"),
                 ],
                 cwd=REPO_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
@@ -338,6 +354,7 @@ def test_launch_sh_fleet_serves_the_page_through_the_router_and_ctrl_c_stops_bot
     env = {k: v for k, v in os.environ.items() if not k.startswith("RERANK_")}
     env.update(RERANK_VENV=sys.prefix, GRADIO_ANALYTICS_ENABLED="False", RERANK_API_KEY=API_KEY)
     env["RERANK_ROUTER_PORT"] = str(router_port)
+    env["RERANK_ROUTER_METRICS_PORT"] = str(free_port())  # not router_port + 1: see the fleet fixture
     output = log_dir / f"launch-fleet-{page_port}.out"
     with output.open("w") as out:
         proc = subprocess.Popen(
