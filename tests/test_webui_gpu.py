@@ -471,6 +471,7 @@ def test_refresh_skips_a_full_queue_and_never_runs_nvml(monkeypatch: pytest.Monk
     """With the only Rerank slot busy and the queue full, the panel still refreshes at once."""
     import gradio as gr
     from gradio_client import Client
+    from gradio_client.utils import Status
 
     from webui.panel import build_monitor_panel
 
@@ -497,16 +498,17 @@ def test_refresh_skips_a_full_queue_and_never_runs_nvml(monkeypatch: pytest.Monk
         show_progress = dependency["show_progress"]
         assert dependency["targets"] == [(panel.timer._id, "tick")]
 
-        running = client.submit("a", api_name="/rerank")
-        waiting = client.submit("b", api_name="/rerank")
-
         def queued() -> int:
             status = httpx.get(f"{url}gradio_api/queue/status", timeout=5).json()
             return int(status["queue_size"])
 
-        # gradio_client joins the queue from its own threads: on a loaded 2-core CI machine
-        # that took over 20 s once.
-        wait_until(lambda: queued() >= 1, "the refresh to join the page's queue", 90, 0.01)
+        # One after the other: sent together, the second can reach the one-place queue while
+        # the first still waits in it, and be refused (a full run failed so once). gradio_client
+        # joins the queue from its own threads: on a loaded 2-core machine that took 20 s once.
+        running = client.submit("a", api_name="/rerank")
+        wait_until(lambda: running.status().code == Status.PROCESSING, "the first rerank to run", 90, 0.01)
+        waiting = client.submit("b", api_name="/rerank")
+        wait_until(lambda: queued() == 1, "the second rerank to wait in the page's queue", 90, 0.01)
         with pytest.raises(Exception, match=r"[Qq]ueue is full"):
             client.predict("c", api_name="/rerank")
 
