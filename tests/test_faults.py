@@ -5,8 +5,10 @@ can be switched to relay to the real MiniLM server, so the request after the tim
 to run to a correct result. The killed server is the one ./launch.sh supervises: its users get
 one clear line within the timeout, the page keeps answering and shows the server as down,
 launch.sh restarts it on the same port with a growing pause and says so, and the page recovers
-by itself. (A dead server from the start and a slow server's single timeout are in
-test_webui_app.py; a clean Ctrl-C of launch.sh is in test_launch.py.)
+by itself. That launcher runs as a service would, stdin closed, and ends with SIGTERM to it
+alone (`kill PID`, docker stop, systemd), which must stop everything, the restarted vLLM
+included. (A dead server from the start and a slow server's single timeout are in
+test_webui_app.py; Ctrl-C and SIGKILL of launch.sh are in test_launch.py.)
 """
 
 from __future__ import annotations
@@ -42,6 +44,8 @@ QUERY = "what is the capital of China?"
 CAPITALS = ["Paris is the capital of France.", "Beijing is the capital of China.", "Tokyo is the capital of Japan."]
 LINES = "One per line"
 MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+STOP_DEADLINE_S = 10
+"""The launcher's bound for stopping everything on SIGTERM (as in test_launch.py)."""
 
 
 # --- helpers ------------------------------------------------------------------------------------
@@ -248,10 +252,12 @@ def test_a_killed_server_fails_its_users_clearly_and_launch_sh_brings_it_back(tm
                 # Skips torch.compile: the restarts are what is tested, not the compiled path.
                 RERANK_VLLM_ARGS="--enforce-eager",
             ),
+            stdin=None,
             stdout=out,
             stderr=subprocess.STDOUT,
             text=True,
             start_new_session=True,
+            preexec_fn=lambda: os.close(0),  # stdin closed altogether, not even /dev/null
         )
 
     def said(pattern: str) -> bool:
@@ -311,16 +317,20 @@ def test_a_killed_server_fails_its_users_clearly_and_launch_sh_brings_it_back(tm
         for result in results:
             assert_same_ranking(page_table(result), expected)
         assert listener(page_port) == page_pid, "the page was restarted; it should have ridden the crash out"
+
+        # SIGTERM to the launcher alone stops all it started, the restarted vLLM included.
+        family = [proc.pid] + [p.pid for p in psutil.Process(proc.pid).children(recursive=True)]
+        assert len(family) >= 4  # the supervisor, vLLM's API server and engine, the page
+        proc.terminate()
+        assert proc.wait(timeout=STOP_DEADLINE_S) == 0, output.read_text()
+        wait_until(lambda: not any(alive(pid) for pid in family), "everything launch.sh started to stop", 10, 0.2)
+        assert listener(server_port) is None and listener(page_port) is None
     finally:
         if client is not None:
             client.close()
-        family = [proc.pid] + [p.pid for p in psutil.Process(proc.pid).children(recursive=True)]
-        os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C
-        try:
-            proc.wait(timeout=120)
-        except subprocess.TimeoutExpired:
+        if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
-        wait_until(lambda: not any(alive(pid) for pid in family), "launch.sh to stop everything it started", 60, 0.2)
+            proc.wait()
 
 
 def alive(pid: int) -> bool:

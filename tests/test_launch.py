@@ -1,13 +1,12 @@
 """./launch.sh end to end, as users and their scripts start it: the console, ranking through
-the page, and stopping by SIGINT, SIGTERM and SIGKILL from any kind of parent. (A vLLM killed
-under load, restarted by launch.sh with a growing pause while the page rides it out, is
-test_faults.py's: a second restart here would cost half a minute and prove nothing more.)
+the page, and stopping by Ctrl-C and SIGKILL. (A vLLM killed under load, restarted by
+launch.sh with a growing pause while the page rides it out, and SIGTERM to a launcher started
+without stdin, are test_faults.py's, on its own launcher: each launcher here costs a vLLM start.)
 
-vLLM starts take minutes on 2 cores, so four launchers start at once, each with its own
-log folder (and so its own lock): `product` (started as a script's background job: SIGINT
-ignored at entry, its own session, no stdin) serves most tests and ends with one SIGINT;
-`killed` ends with SIGKILL of the launcher; `terminated`, started with stdin closed
-altogether, ends with SIGTERM; `terminal` runs on a pty and ends with a typed ^C.
+vLLM starts take minutes on 2 cores, so the two launchers start at once, each with its own
+log folder (and so its own lock): `product` is what a script run from a terminal starts in the
+background (SIGINT ignored at entry, the terminal's foreground group, a pty); it serves most
+tests and ends with a ^C typed on that terminal. `killed` ends with SIGKILL of the launcher.
 """
 
 from __future__ import annotations
@@ -67,19 +66,13 @@ def launch_env(**extra: str) -> dict[str, str]:
     return {**env, "RERANK_VENV": sys.prefix, "GRADIO_ANALYTICS_ENABLED": "False", **extra}
 
 
-def _as_a_background_job() -> None:
-    """What `cmd &` in a non-interactive shell, nohup-like wrappers and CI runners do."""
+def _as_a_scripts_background_job_on_a_terminal() -> None:
+    """`./launch.sh &` in a script run from a terminal: a non-interactive shell starts it with
+    SIGINT and SIGQUIT ignored, in the terminal's foreground group. After setsid, stdin (a
+    pty) becomes the session's terminal, so ^C typed on it sends SIGINT to the launcher's
+    group, as to the script's."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGQUIT, signal.SIG_IGN)
-
-
-def _with_stdin_closed() -> None:
-    os.close(0)
-
-
-def _with_a_controlling_terminal() -> None:
-    """After setsid: stdin (a pty) becomes the session's terminal, its group the foreground
-    one, so ^C typed on the terminal sends SIGINT to the launcher's group, as in a shell."""
     fcntl.ioctl(0, termios.TIOCSCTTY, 0)
 
 
@@ -91,7 +84,7 @@ class Launched:
     output: Path
     log_dir: Path
     terminal: int | None = None
-    """The pty's controlling side, for the launcher started on a terminal."""
+    """The pty's controlling side, for a launcher started on a terminal."""
 
     def said(self) -> str:
         return self.output.read_text(errors="replace")
@@ -125,7 +118,7 @@ class Launched:
             self.proc.wait()
 
 
-def start_launcher(tmp: Path, preexec: object = None, stdin: int | None = subprocess.DEVNULL) -> Launched:
+def start_launcher(tmp: Path, preexec: object = None, stdin: int = subprocess.DEVNULL) -> Launched:
     server_port, page_port = free_port(), free_port()
     output = tmp / "launch.out"
     with output.open("wb") as out:
@@ -151,15 +144,15 @@ def wait_all_gone(pids: list[int], deadline_s: float) -> None:
 
 @pytest.fixture(scope="module")
 def launchers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Launched]]:
-    started = {
-        "product": start_launcher(tmp_path_factory.mktemp("product"), _as_a_background_job),
-        "killed": start_launcher(tmp_path_factory.mktemp("killed")),
-        "terminated": start_launcher(tmp_path_factory.mktemp("terminated"), _with_stdin_closed, stdin=None),
-    }
     terminal, tty = pty.openpty()
-    started["terminal"] = start_launcher(tmp_path_factory.mktemp("terminal"), _with_a_controlling_terminal, stdin=tty)
+    started = {
+        "product": start_launcher(
+            tmp_path_factory.mktemp("product"), _as_a_scripts_background_job_on_a_terminal, stdin=tty
+        ),
+        "killed": start_launcher(tmp_path_factory.mktemp("killed")),
+    }
     os.close(tty)
-    started["terminal"].terminal = terminal
+    started["product"].terminal = terminal
     yield started
     for launched in started.values():
         launched.stop()
@@ -212,7 +205,7 @@ def test_a_second_launcher_on_the_same_logs_says_already_running(product: Launch
     assert last.startswith(f"launch: already running: pid {product.proc.pid}, page http://127.0.0.1:")
 
 
-def test_one_sigint_stops_everything_though_sigint_was_ignored_at_entry(product: Launched) -> None:
+def test_ctrl_c_on_its_terminal_stops_everything_though_sigint_was_ignored_at_entry(product: Launched) -> None:
     ignored = int(re.search(r"SigIgn:\s+([0-9a-f]+)", Path(f"/proc/{product.proc.pid}/status").read_text())[1], 16)
     caught = int(re.search(r"SigCgt:\s+([0-9a-f]+)", Path(f"/proc/{product.proc.pid}/status").read_text())[1], 16)
     sigint = 1 << (signal.SIGINT - 1)
@@ -220,7 +213,8 @@ def test_one_sigint_stops_everything_though_sigint_was_ignored_at_entry(product:
     family = product.family()
     assert len(family) >= 4  # the supervisor, vLLM's API server and engine, the page
 
-    os.killpg(product.proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does to the group
+    assert product.terminal is not None
+    os.write(product.terminal, b"\x03")  # ^C: the terminal sends SIGINT to its foreground group
     assert product.proc.wait(timeout=STOP_DEADLINE_S) == 0
     wait_all_gone(family, STOP_DEADLINE_S)
     assert not port_open(product.server_port) and not port_open(product.page_port)
@@ -253,29 +247,6 @@ def test_sigkill_of_the_launcher_leaves_nothing_behind_and_no_lock(launchers: di
     assert after.stderr.strip().splitlines()[-1] == (
         f"launch: cannot listen on 127.0.0.1:{port}: Address already in use; pick another --server-port"
     )
-
-
-def test_sigterm_stops_everything_started_without_stdin(launchers: dict[str, Launched]) -> None:
-    terminated = launchers["terminated"]
-    terminated.wait_ready()
-    family = terminated.family()
-    assert len(family) >= 4
-    terminated.proc.terminate()  # docker stop, systemd, kill PID
-    assert terminated.proc.wait(timeout=STOP_DEADLINE_S) == 0
-    wait_all_gone(family, STOP_DEADLINE_S)
-    assert not port_open(terminated.server_port) and not port_open(terminated.page_port)
-
-
-def test_ctrl_c_on_a_terminal_stops_everything(launchers: dict[str, Launched]) -> None:
-    on_terminal = launchers["terminal"]
-    on_terminal.wait_ready()
-    assert on_terminal.terminal is not None
-    family = on_terminal.family()
-    assert len(family) >= 4
-    os.write(on_terminal.terminal, b"\x03")  # ^C: the terminal sends SIGINT to its foreground group
-    assert on_terminal.proc.wait(timeout=STOP_DEADLINE_S) == 0
-    wait_all_gone(family, STOP_DEADLINE_S)
-    assert not port_open(on_terminal.server_port) and not port_open(on_terminal.page_port)
 
 
 def test_help_lists_every_option_and_variable() -> None:
