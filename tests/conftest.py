@@ -67,6 +67,13 @@ class _Servers:
         if (server := self.running.pop(name, None)) is not None:
             server.stop()
 
+    def take(self, name: str) -> RunningServer:
+        """The server, ready, for the caller to stop: it is never handed out again (a later
+        request starts another)."""
+        server = self.get(name)
+        del self.running[name]
+        return server
+
     def _start(self, name: str) -> RunningServer:
         recipe = RECIPES[name]
         model = str(self.model_dir) if recipe.tiny_qwen3 else None
@@ -105,10 +112,28 @@ def minilm_server(_servers: _Servers) -> RunningServer:
 
 
 @pytest.fixture(scope="module")
-def keyed_server(_servers: _Servers) -> Iterator[RunningServer]:
-    """The cpu profile on loopback with a key (servers.ACCESS_KEY), for the access tests."""
-    yield _servers.get("keyed_server")
-    _servers.done_with("keyed_server")
+def keyed_server(_servers: _Servers) -> RunningServer:
+    """The cpu profile on loopback with a key (servers.ACCESS_KEY), for the access tests; kept
+    for the fleet, which takes it (module-scoped: a module after that gets a new one)."""
+    return _servers.get("keyed_server")
+
+
+@pytest.fixture(scope="module")
+def second_keyed_server(_servers: _Servers) -> RunningServer:
+    """Another like keyed_server, for the fleet."""
+    return _servers.get("second_keyed_server")
+
+
+@pytest.fixture(scope="module")
+def keyed_servers(
+    _servers: _Servers, keyed_server: RunningServer, second_keyed_server: RunningServer
+) -> Iterator[list[RunningServer]]:
+    """Both keyed servers, taken: the caller's to kill and restart; whatever the list holds
+    at the end is stopped."""
+    taken = [_servers.take("keyed_server"), _servers.take("second_keyed_server")]
+    yield taken
+    for server in taken:
+        server.stop()
 
 
 @pytest.fixture(scope="module")

