@@ -1,5 +1,6 @@
 """What the page adds to a rerank on a CPU host, beside vLLM alone and sentence-transformers.
 
+    .venv/bin/pip install -r bench/requirements.txt         # the peer, sentence-transformers
     .venv/bin/python -m bench.cpu_overhead                  # about 5 min on 2 cores
     .venv/bin/python -m bench.cpu_overhead --repeats 40 --out-dir /tmp/overhead
 
@@ -27,6 +28,7 @@ machine.py and stats.py shared with the other benchmarks.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import random
 import sys
@@ -69,6 +71,9 @@ def parse_config(argv: list[str] | None) -> OverheadConfig:
 
 def main(argv: list[str] | None = None) -> int:
     config = parse_config(argv)
+    if importlib.util.find_spec("sentence_transformers") is None:  # found now, not after 5 minutes
+        print("error: the peer needs sentence-transformers: pip install -r bench/requirements.txt", file=sys.stderr)
+        return 1
     documents = make_documents(config)
     try:
         # Timed calls get sets 1, 2, ..., warm-up calls -1, -2, ...; set 0 is the checked one,

@@ -135,7 +135,7 @@ if [ "$need_runtime$need_page" != 00 ]; then
   if [ "$need_runtime" = 1 ]; then record "runtime-$device"; else record page; fi
 fi
 if [ "$need_tests" = 1 ]; then
-  say "installing the test tools (pytest, playwright, sentence-transformers, ...)"
+  say "installing the test tools (pytest, playwright, ruff, mypy, ...)"
   "${pip[@]}" "${constraints[@]}" -r tests/requirements.txt
   record tests
 fi

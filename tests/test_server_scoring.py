@@ -17,7 +17,7 @@ from tests.support.server_process import RunningServer
 
 # Both sides compute in float32 from the same bf16 weights (see tests/support/servers.py TINY_QWEN3_ARGS).
 SCORE_TOLERANCE = 1e-3
-# The MiniLM server runs its profile's bf16; sentence-transformers runs float32.
+# The MiniLM server runs its profile's bf16; the reference runs float32.
 MINILM_TOLERANCE = 0.02
 
 QUERIES = {
@@ -177,7 +177,7 @@ def minilm_reference() -> MiniLMReference:
 
 
 @pytest.mark.parametrize("query", list(QUERIES))
-def test_minilm_scores_equal_sentence_transformers(
+def test_minilm_scores_equal_the_model_card_computation(
     minilm_server: RunningServer, minilm_reference: MiniLMReference, query: str
 ) -> None:
     documents = QUERIES[query]

@@ -2,8 +2,9 @@
 
 Qwen3-Reranker: the model card's own transformers code (its prompt strings, its tokenization,
 softmax over the "no"/"yes" logits at the last position), on CPU.
-all-MiniLM-L6-v2: sentence-transformers' cosine similarity between the query's and each
-document's embedding, which is what vLLM's /rerank computes for an embedding model.
+all-MiniLM-L6-v2: the model card's plain transformers code (mean pooling over the attention
+mask, L2-normalised), then the cosine between the query's and each document's embedding, which
+is what vLLM's /rerank computes for an embedding model.
 
 Nothing here imports server/ or webui/ or reads the project's jinja score template: a mistake
 there has to show up as a difference from these numbers, not be copied into them.
@@ -15,13 +16,13 @@ there has to show up as a difference from these numbers, not be copied into them
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import torch
-    from sentence_transformers import SentenceTransformer
     from transformers import PreTrainedTokenizerBase
 
 # The model card's strings, verbatim.
@@ -188,26 +189,42 @@ def minilm_model_dir() -> Path:
 
 
 class MiniLMReference:
-    """sentence-transformers on CPU in float32; keep one per test module.
+    """The model card's transformers code on CPU in float32; keep one per test module.
 
-    sentence-transformers truncates each text to the model's max_seq_length (256 word pieces);
-    vLLM takes the same limit as max_model_len, so compare only texts shorter than that.
+    Not sentence-transformers: it pulls in scikit-learn, which transformers then imports into
+    every vLLM process of the run (about 1 s each). Each text is cut at the model's
+    max_seq_length (256 word pieces, its sentence_bert_config.json), as sentence-transformers
+    does; vLLM takes the same limit as max_model_len, so compare only texts shorter than that.
     """
 
     def __init__(self, model_dir: Path | None = None) -> None:
-        from sentence_transformers import SentenceTransformer
+        import torch
+        from transformers import AutoModel, AutoTokenizer
 
-        self.model: SentenceTransformer = SentenceTransformer(str(model_dir or minilm_model_dir()), device="cpu")
+        path = model_dir or minilm_model_dir()
+        self.max_length = int(json.loads((path / "sentence_bert_config.json").read_text())["max_seq_length"])
+        self.tokenizer = AutoTokenizer.from_pretrained(path)
+        self.model = AutoModel.from_pretrained(path, dtype=torch.float32).eval()
+
+    def embeddings(self, texts: Sequence[str]) -> torch.Tensor:
+        """Mean of the token vectors over the attention mask, L2-normalised: one row a text."""
+        import torch
+
+        batch = self.tokenizer(
+            list(texts), padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
+        )
+        with torch.no_grad():
+            tokens = self.model(**batch).last_hidden_state
+        mask = batch["attention_mask"].unsqueeze(-1).float()
+        pooled = (tokens * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+        return torch.nn.functional.normalize(pooled, dim=1)
 
     def scores(self, query: str, documents: Sequence[str]) -> list[float]:
         """Cosine similarity of the query's embedding with each document's."""
-        from sentence_transformers.util import cos_sim
-
         if not documents:
             return []
-        query_embedding: Any = self.model.encode([query], convert_to_tensor=True)
-        document_embeddings: Any = self.model.encode(list(documents), convert_to_tensor=True)
-        return [float(s) for s in cos_sim(query_embedding, document_embeddings)[0]]
+        query_embedding = self.embeddings([query])[0]
+        return [float(score) for score in self.embeddings(documents) @ query_embedding]
 
 
 def minilm_reference_scores(model_dir: Path | None, query: str, documents: Sequence[str]) -> list[float]:
