@@ -234,7 +234,7 @@ def long_documents(count: int, tag: str = "") -> list[str]:
 
 
 @pytest.mark.slow
-def test_a_killed_server_fails_its_users_clearly_and_launch_sh_brings_it_back(tmp_path: Path) -> None:
+def test_a_killed_server_fails_its_users_clearly_launch_sh_brings_it_back_and_sigterm_stops_all(tmp_path: Path) -> None:
     server_port, page_port = free_port(), free_port()
     server_url, page_url = f"http://127.0.0.1:{server_port}", f"http://127.0.0.1:{page_port}/"
     request_timeout = 60
