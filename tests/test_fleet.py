@@ -32,6 +32,7 @@ from gradio_client import Client
 from server.fleet import FleetError, KeyCheck, parse_servers
 from tests.support.page import LaunchedPage
 from tests.support.page import launched as launch_page
+from tests.support.ranking import SCORE_TOLERANCE
 from tests.support.server_process import REPO_ROOT, RunningServer, free_port, start_server
 from tests.support.servers import ACCESS_KEY, RECIPES
 from webui.client import RerankClient, RerankError
@@ -43,13 +44,16 @@ API_KEY = ACCESS_KEY
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
 MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 QUERY = "what is the capital of China?"
-CAPITALS = [
+DOCUMENTS = [
     "Paris is the capital of France.",
     "Beijing is the capital of China.",
-    "Berlin is the capital of Germany.",
+    "Shanghai is the largest city in China.",
     "Pandas eat bamboo in the mountains of Sichuan.",
     "Tokyo is the capital of Japan.",
 ]
+"""MiniLM (float32) scores them 0.40, 0.84, 0.61, 0.24, 0.47: at least 0.07 apart, so a score
+given to the wrong document cannot hide inside SCORE_TOLERANCE, what bf16 MiniLM repeats to
+(two servers were 0.0012 apart in a loaded run, where this file's old 1e-3 failed)."""
 
 
 # --- no server needed ---------------------------------------------------------------------------
@@ -287,7 +291,7 @@ def test_the_router_refuses_every_route_without_the_key(fleet: Fleet) -> None:
     # Well formed for every route: a body the router parses itself (chat, rerank) and finds
     # malformed gets its 422 parse error before the key is looked at, though nothing is routed.
     messages = [{"role": "user", "content": QUERY}]
-    body = {"model": MODEL, "query": QUERY, "documents": CAPITALS, "prompt": QUERY, "messages": messages}
+    body = {"model": MODEL, "query": QUERY, "documents": DOCUMENTS, "prompt": QUERY, "messages": messages}
     routes = [
         ("GET", "/health"), ("GET", "/v1/models"), ("GET", "/metrics"), ("GET", "/list_workers"),
         ("GET", "/get_loads"), ("GET", "/get_model_info"), ("GET", "/workers"),
@@ -310,14 +314,16 @@ def test_the_router_refuses_every_route_without_the_key(fleet: Fleet) -> None:
 def test_the_page_ranks_through_the_router_as_a_server_does_and_keeps_a_query_on_one_server(
     fleet: Fleet,
 ) -> None:
-    expected = server_scores(fleet.server_urls[0], CAPITALS)
-    assert expected == pytest.approx(server_scores(fleet.server_urls[1], CAPITALS), abs=1e-3)
+    expected = server_scores(fleet.server_urls[0], DOCUMENTS)
+    assert expected == pytest.approx(server_scores(fleet.server_urls[1], DOCUMENTS), abs=SCORE_TOLERANCE)
     with launch_page(fleet_page_settings(fleet), Page) as page:
         before = [requests_served(url) for url in fleet.server_urls]
-        assert page_scores(page.rerank(QUERY, CAPITALS), len(CAPITALS)) == pytest.approx(expected, abs=1e-3)
+        assert page_scores(page.rerank(QUERY, DOCUMENTS), len(DOCUMENTS)) == pytest.approx(
+            expected, abs=SCORE_TOLERANCE
+        )
         # Two more jobs of the same query with other documents: the same server serves all three.
-        page.rerank(QUERY, CAPITALS[:3])
-        page.rerank(QUERY, CAPITALS[2:])
+        page.rerank(QUERY, DOCUMENTS[:3])
+        page.rerank(QUERY, DOCUMENTS[2:])
         served = [requests_served(url) - count for url, count in zip(fleet.server_urls, before, strict=True)]
         assert min(served) == 0 and max(served) > 0, served
 
@@ -371,10 +377,14 @@ def test_launch_sh_fleet_serves_the_page_through_the_router_and_ctrl_c_stops_bot
         assert "fleet: the page runs 8 reranks at once" in said, said
         client = Client(f"http://127.0.0.1:{page_port}", verbose=False)
         try:
-            result = client.predict(QUERY, "", "\n".join(CAPITALS), "One per line", None, None, 100, api_name="/rerank")
+            result = client.predict(
+                QUERY, "", "\n".join(DOCUMENTS), "One per line", None, None, 100, api_name="/rerank"
+            )
         finally:
             client.close()
-        assert page_scores(result, len(CAPITALS)) == pytest.approx(server_scores(fleet.url_of(0), CAPITALS), abs=1e-3)
+        assert page_scores(result, len(DOCUMENTS)) == pytest.approx(
+            server_scores(fleet.url_of(0), DOCUMENTS), abs=SCORE_TOLERANCE
+        )
 
         os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C in its terminal
         proc.wait(timeout=90)
@@ -392,7 +402,7 @@ class Outcome:
     error: str = ""
 
 
-LOAD_DOCUMENTS = CAPITALS * 4
+LOAD_DOCUMENTS = DOCUMENTS * 4
 """20 documents a request: enough work that a kill lands while requests are still coming."""
 
 
@@ -487,7 +497,7 @@ def test_every_server_down_gives_one_clear_message_then_the_fleet_stops(fleet: F
         server.stop()
     fleet.wait_for_health(503, fleet.server_urls, timeout=60)
     with launch_page(fleet_page_settings(fleet), Page) as page:
-        result = page.rerank(QUERY, CAPITALS)
+        result = page.rerank(QUERY, DOCUMENTS)
     message = result[1]
     assert "\n" not in message.strip() and "Traceback" not in message, message
     # The router's own words, after the page's one-line prefix.
