@@ -34,7 +34,7 @@ from tests.support.page import LaunchedPage
 from tests.support.page import launched as launch_page
 from tests.support.ranking import SCORE_TOLERANCE
 from tests.support.server_process import REPO_ROOT, RunningServer, free_port, start_server
-from tests.support.servers import ACCESS_KEY, RECIPES
+from tests.support.servers import ACCESS_KEY, RECIPES, extra_args
 from webui.client import RerankClient, RerankError
 from webui.engine import EnginePoller, EngineState, merge_engine_states
 from webui.panel import format_engine_markdown
@@ -186,8 +186,7 @@ class Fleet:
 def restart_keyed_server(log_dir: Path, port: int) -> RunningServer:
     """A keyed server as conftest starts them, on the port of one that was killed."""
     recipe = RECIPES["second_keyed_server"]
-    args = ["--extra-args=" + " ".join(recipe.args), f"--api-key={API_KEY}"]
-    return start_server(recipe.profile, None, log_dir, *args, port=port)
+    return start_server(recipe.profile, None, log_dir, extra_args(recipe, log_dir), f"--api-key={API_KEY}", port=port)
 
 
 def kill_server_process(server: RunningServer) -> float:
