@@ -195,6 +195,7 @@ def test_memory_comes_from_v2_and_vllm_processes_are_attributed(
 ) -> None:
     by_cmdline = sleepers("--served-by", "vllm.entrypoints.openai.api_server")
     plain = sleepers("--unrelated-notebook")
+    mentions = sleepers("--notebook", "/home/analyst/vllm-notes/compare_vllm_runs.ipynb")
     # vLLM's engine core retitles itself; its stand-in carries the title in its command line.
     engine_core = sleepers("--title", "VLLM::EngineCore").pid
 
@@ -210,6 +211,7 @@ def test_memory_comes_from_v2_and_vllm_processes_are_attributed(
                     (engine_core, 20 * gib),
                     (by_cmdline.pid, 2 * gib),
                     (plain.pid, gib),
+                    (mentions.pid, gib),
                     (NO_PROCESS_PID, gib // 2),
                 ],
                 # The engine core also holds a graphics context: listed twice, counted once.
@@ -237,11 +239,12 @@ def test_memory_comes_from_v2_and_vllm_processes_are_attributed(
     assert fake.calls["memory_v1"] == 0
     assert first.utilization_percent == 87 and second.utilization_percent is None
     by_pid = {process.pid: process for process in first.processes}
-    assert set(by_pid) == {engine_core, by_cmdline.pid, plain.pid, NO_PROCESS_PID}
+    assert set(by_pid) == {engine_core, by_cmdline.pid, plain.pid, mentions.pid, NO_PROCESS_PID}
     assert by_pid[engine_core].is_vllm, "the engine core's title names vLLM"
     assert by_pid[engine_core].used_bytes == 20 * gib
     assert by_pid[by_cmdline.pid].is_vllm, "a command line naming vllm is vLLM"
     assert not by_pid[plain.pid].is_vllm
+    assert not by_pid[mentions.pid].is_vllm, "vllm inside a word names no vLLM program"
     assert by_pid[plain.pid].name.startswith("python")
     # Not visible to psutil (another pid namespace): NVML's name is used instead.
     assert by_pid[NO_PROCESS_PID].name == "VLLM::Worker_TP1"

@@ -20,6 +20,7 @@ the server and bench/ use too: the page imports that one module from server/, no
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from collections import deque
@@ -149,8 +150,14 @@ class _ProcessLabeller:
         return _ProcessLabel(name=name, is_vllm=_mentions_vllm(name))
 
 
+_VLLM_PROGRAM = re.compile(r"(?:^|[\s/])vllm(?:$|[\s.:])", re.IGNORECASE)
+"""vLLM as a program, not a substring: its processes' titles (`VLLM::EngineCore`), the `vllm`
+executable, or a `vllm.` module run with -m. A process that only mentions vllm inside a word (a
+notebook `compare_vllm_runs`, a test named after vLLM in its title) is not vLLM."""
+
+
 def _mentions_vllm(text: str) -> bool:
-    return "vllm" in text.lower()
+    return _VLLM_PROGRAM.search(text) is not None
 
 
 class GpuSampler:
