@@ -234,7 +234,9 @@ def long_documents(count: int, tag: str = "") -> list[str]:
 
 
 @pytest.mark.slow
-def test_a_killed_server_fails_its_users_clearly_launch_sh_brings_it_back_and_sigterm_stops_all(tmp_path: Path) -> None:
+def test_a_killed_server_fails_its_users_clearly_launch_sh_brings_it_back_and_sigterm_stops_all(
+    tmp_path: Path, log_dir: Path
+) -> None:
     server_port, page_port = free_port(), free_port()
     server_url, page_url = f"http://127.0.0.1:{server_port}", f"http://127.0.0.1:{page_port}/"
     request_timeout = 60
@@ -251,6 +253,9 @@ def test_a_killed_server_fails_its_users_clearly_launch_sh_brings_it_back_and_si
                 RERANK_QUEUE_SIZE="8",
                 # Skips torch.compile: the restarts are what is tested, not the compiled path.
                 RERANK_VLLM_ARGS="--enforce-eager",
+                # Its own logs (kept with the run's) and launcher lock: the fleet test's launcher
+                # may run beside it, and the product's logs/ may be in use.
+                RERANK_LOG_DIR=str(log_dir / f"launch-faults-{page_port}"),
             ),
             stdin=None,
             stdout=out,

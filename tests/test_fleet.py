@@ -360,6 +360,8 @@ def test_launch_sh_fleet_serves_the_page_through_the_router_and_ctrl_c_stops_bot
     env.update(RERANK_VENV=sys.prefix, GRADIO_ANALYTICS_ENABLED="False", RERANK_API_KEY=API_KEY)
     env["RERANK_ROUTER_PORT"] = str(router_port)
     env["RERANK_ROUTER_METRICS_PORT"] = str(free_port())  # not router_port + 1: see the fleet fixture
+    # Its own logs and launcher lock: the faults test's launcher may run beside it.
+    env["RERANK_LOG_DIR"] = str(log_dir / f"launch-fleet-{page_port}")
     output = log_dir / f"launch-fleet-{page_port}.out"
     with output.open("w") as out:
         proc = subprocess.Popen(
