@@ -17,6 +17,7 @@ over a fixed set of calibration pairs: scores land well inside (0, 1) and differ
 from __future__ import annotations
 
 import argparse
+import fcntl
 import hashlib
 import json
 import os
@@ -214,27 +215,30 @@ def build_tiny_qwen3_reranker(out_dir: Path, seed: int = 0, spec: TinyQwen3Spec 
     """Build the model and tokenizer into out_dir, or return at once if a build of this spec is there.
 
     The build goes to a temporary sibling folder and is moved into place whole, so an interrupted
-    build never looks complete. An out_dir that holds something else than a tiny-Qwen3 build is
-    left alone (error) unless it is empty.
+    build never looks complete. Processes that ask at once (the test run's two workers) build
+    it once: the others wait on a lock beside it, then find it done. An out_dir that holds
+    something else than a tiny-Qwen3 build is left alone (error) unless it is empty.
     """
     spec = spec or TinyQwen3Spec(seed=seed)
     out_dir = Path(out_dir)
     if _is_complete(out_dir, spec):
         return out_dir
-    if out_dir.exists() and any(out_dir.iterdir()) and not (out_dir / BUILD_MARKER).is_file():
-        raise TinyModelBuildError(f"{out_dir} is not empty and holds no tiny-Qwen3 build; not overwriting it")
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    staging.chmod(0o755)  # mkdtemp's 0700 would follow the folder into place
-    try:
-        _build_into(staging, spec)
-        if out_dir.exists():
-            if _is_complete(out_dir, spec):  # another process finished the same build meanwhile
-                return out_dir
-            shutil.rmtree(out_dir)  # empty, or an earlier build of another spec
-        os.replace(staging, out_dir)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    with (out_dir.parent / f".{out_dir.name}.lock").open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, or the process dies
+        if _is_complete(out_dir, spec):  # another process built it while this one waited
+            return out_dir
+        if out_dir.exists() and any(out_dir.iterdir()) and not (out_dir / BUILD_MARKER).is_file():
+            raise TinyModelBuildError(f"{out_dir} is not empty and holds no tiny-Qwen3 build; not overwriting it")
+        staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+        staging.chmod(0o755)  # mkdtemp's 0700 would follow the folder into place
+        try:
+            _build_into(staging, spec)
+            if out_dir.exists():
+                shutil.rmtree(out_dir)  # empty, or an earlier build of another spec
+            os.replace(staging, out_dir)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
     return out_dir
 
 
