@@ -1,6 +1,11 @@
 """The run's real servers: vLLM processes started through the project's own launcher on free
 loopback ports, every one the collected tests ask for side by side at the first request
-(tests/support/servers.py describes them)."""
+(tests/support/servers.py describes them).
+
+The run has two pytest-xdist workers (pyproject's addopts). Every test on these servers is one
+work unit, so one worker starts and holds them; the other runs the rest a module at a time
+(launchers, failing starts, unit tests), so that its vLLM starts and waits overlap the first's.
+"""
 
 from __future__ import annotations
 
@@ -8,11 +13,44 @@ import functools
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tests.support.server_process import REPO_ROOT, RunningServer, start_server
 from tests.support.servers import RECIPES, extra_args
+
+SERVERS_GROUP = "servers"
+"""The xdist group of every test that uses one of the run's servers."""
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook turns the groups into work units
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """One work unit for the tests on the run's servers (a second worker with them would start
+    them all again), one per module for the rest (a module's own fixtures start once).
+
+    Units are handed out in collection order (`--no-loadscope-reorder`), so it is sorted: the
+    servers' unit, then the modules that start servers of their own (`slow`), then the rest,
+    which is quick and fills in on whichever worker is free at the end."""
+    groups = {item: _group(item) for item in items}
+    slow_groups = {groups[item] for item in items if item.get_closest_marker("slow")}
+    for item, group in groups.items():
+        item.add_marker(pytest.mark.xdist_group(group))
+    items.sort(key=lambda item: (groups[item] != SERVERS_GROUP, groups[item] not in slow_groups))
+
+
+@pytest.hookimpl(optionalhook=True)  # pytest-xdist's hook, called in the controller
+def pytest_xdist_node_collection_finished(node: Any, ids: list[str]) -> None:
+    """xdist hands each test's group to its scheduler inside the test's id; where that stopped
+    working (pytest 9.2 with xdist 3.8, pytest-xdist#1386) both workers would start every
+    server. Stop before any test runs instead."""
+    if node.config.getvalue("dist") == "loadgroup" and ids and not any("@" in nodeid for nodeid in ids):
+        pytest.exit("pytest-xdist did not group the tests (pytest-xdist#1386): install tests/requirements.txt", 3)
+
+
+def _group(item: pytest.Item) -> str:
+    uses_servers = any(name in RECIPES for name in getattr(item, "fixturenames", ()))
+    return SERVERS_GROUP if uses_servers else item.path.stem
 
 
 @pytest.fixture(autouse=True, scope="session")

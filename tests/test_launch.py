@@ -165,6 +165,7 @@ def product(launchers: dict[str, Launched]) -> Launched:
     return launchers["product"]
 
 
+@pytest.mark.slow
 def test_a_normal_start_prints_a_short_console_ending_with_the_page_address(product: Launched) -> None:
     lines = product.said().strip().splitlines()
     assert len(lines) <= CONSOLE_BUDGET, "\n".join(lines)
@@ -180,6 +181,7 @@ def test_a_normal_start_prints_a_short_console_ending_with_the_page_address(prod
     assert f"page: http://127.0.0.1:{product.page_port}" in (product.log_dir / "page.log").read_text()
 
 
+@pytest.mark.slow
 def test_the_page_ranks_with_the_served_scores(product: Launched) -> None:
     table = rank_through_page(product.page_port)
     assert len(table) == 3
@@ -194,6 +196,7 @@ def test_the_page_ranks_with_the_served_scores(product: Launched) -> None:
     assert_same_ranking([(row[4], row[1]) for row in table], expected)
 
 
+@pytest.mark.slow
 def test_a_second_launcher_on_the_same_logs_says_already_running(product: Launched) -> None:
     second = subprocess.run(
         ["./launch.sh", "--server-port", str(free_port()), "--port", str(free_port())],
@@ -205,6 +208,7 @@ def test_a_second_launcher_on_the_same_logs_says_already_running(product: Launch
     assert last.startswith(f"launch: already running: pid {product.proc.pid}, page http://127.0.0.1:")
 
 
+@pytest.mark.slow
 def test_ctrl_c_on_its_terminal_stops_everything_though_sigint_was_ignored_at_entry(product: Launched) -> None:
     ignored = int(re.search(r"SigIgn:\s+([0-9a-f]+)", Path(f"/proc/{product.proc.pid}/status").read_text())[1], 16)
     caught = int(re.search(r"SigCgt:\s+([0-9a-f]+)", Path(f"/proc/{product.proc.pid}/status").read_text())[1], 16)
@@ -222,6 +226,7 @@ def test_ctrl_c_on_its_terminal_stops_everything_though_sigint_was_ignored_at_en
     assert not (product.log_dir / "launch.info").exists()
 
 
+@pytest.mark.slow
 def test_sigkill_of_the_launcher_leaves_nothing_behind_and_no_lock(launchers: dict[str, Launched]) -> None:
     killed = launchers["killed"]
     killed.wait_ready()
@@ -296,6 +301,7 @@ def test_an_external_server_that_is_down_fails_in_one_line(tmp_path: Path) -> No
     assert lines[-2] == f"error: {url}: The rerank server is not reachable: it is starting up or down."
 
 
+@pytest.mark.slow
 def test_a_vllm_that_cannot_start_is_explained_in_a_few_lines(tmp_path: Path) -> None:
     server_port = free_port()
     out = subprocess.run(
