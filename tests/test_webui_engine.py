@@ -329,24 +329,31 @@ def test_the_poller_reports_an_unreachable_server(metrics_server: MetricsServer)
 # ---------------------------------------------------------------- the real vLLM server
 
 
-async def load_and_watch(url: str, model: str) -> tuple[list[EngineState], list[int]]:
-    """Queue three big rerank requests and read the engine state while they run."""
+async def load_and_watch(url: str, model: str, deadline_s: float = 120.0) -> tuple[list[EngineState], list[int]]:
+    """Keep three big rerank requests in flight, reading the engine state, until it shows them
+    (or the deadline passes); then read on until the gauges settle. A fixed burst can finish
+    between two reads on a busy machine; the load is kept up until it is seen instead."""
     documents = [f"passage {i} " + "about rivers and mountains " * 6 for i in range(200)]
     states: list[EngineState] = []
+    statuses: list[int] = []
     async with httpx.AsyncClient(timeout=300) as client:
-        requests = [
-            asyncio.create_task(
-                client.post(
-                    f"{url}/v1/rerank",
-                    json={"model": model, "query": "rivers", "documents": documents},
-                )
-            )
-            for _ in range(3)
-        ]
-        while not all(request.done() for request in requests):
+
+        def rerank() -> asyncio.Task[httpx.Response]:
+            body = {"model": model, "query": "rivers", "documents": documents}
+            return asyncio.create_task(client.post(f"{url}/v1/rerank", json=body))
+
+        requests = [rerank() for _ in range(3)]
+        deadline = time.monotonic() + deadline_s
+        while time.monotonic() < deadline:
             states.append(await fetch_engine_state(client, url))
+            if (states[-1].running or 0) + (states[-1].waiting or 0) > 0:
+                break
+            for index, request in enumerate(requests):
+                if request.done():
+                    statuses.append((await request).status_code)
+                    requests[index] = rerank()
             await asyncio.sleep(0.05)
-        statuses = [(await request).status_code for request in requests]
+        statuses += [(await request).status_code for request in requests]
         for _ in range(100):  # the gauges settle once the engine's next stats arrive
             states.append(await fetch_engine_state(client, url))
             if states[-1].running == 0 and states[-1].waiting == 0:
@@ -357,7 +364,7 @@ async def load_and_watch(url: str, model: str) -> tuple[list[EngineState], list[
 
 def test_live_server_metrics_move_with_load(minilm_server: Any) -> None:
     states, statuses = asyncio.run(load_and_watch(minilm_server.url, minilm_server.model))
-    assert statuses == [200, 200, 200]
+    assert len(statuses) >= 3 and set(statuses) == {200}
     assert all(s.reachable and s.error == "" and s.engines == 1 for s in states)
     assert max((s.running or 0) + (s.waiting or 0) for s in states) > 0, "load was seen"
     assert all(s.kv_cache_usage is not None and 0 <= s.kv_cache_usage <= 1 for s in states)
