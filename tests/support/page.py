@@ -45,11 +45,24 @@ class LaunchedPage:
 PageT = TypeVar("PageT", bound=LaunchedPage)
 
 
+GRADIO_SELF_CHECK_FAILED = "When localhost is not accessible"
+"""What Gradio's launch() raises when its one look at its own new page (gradio.networking.url_ok)
+gets no answer within 3 s: on a loaded machine the first answer can take longer."""
+
+
 @contextlib.contextmanager
 def launched(settings: Settings, page_type: type[PageT] = LaunchedPage) -> Iterator[PageT]:  # type: ignore[assignment]
-    """The page for `settings`, closed (client and server) when the block ends."""
-    demo = create_demo(settings)
-    _, url, _ = demo.launch(prevent_thread_lock=True, server_port=free_port(), quiet=True)
+    """The page for `settings`, closed (client and server) when the block ends. A page whose
+    start failed Gradio's self-check is closed and started afresh, up to three times."""
+    for attempt in range(3):
+        demo = create_demo(settings)
+        try:
+            _, url, _ = demo.launch(prevent_thread_lock=True, server_port=free_port(), quiet=True)
+            break
+        except ValueError as error:
+            demo.close()
+            if GRADIO_SELF_CHECK_FAILED not in str(error) or attempt == 2:
+                raise
     page = page_type(demo, url, settings)
     try:
         yield page
