@@ -139,7 +139,7 @@ class _ProcessLabeller:
         except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
             # NVML reports host pids; a page inside a container may not see them.
             return self._describe_with_nvml(pid)
-        is_vllm = _mentions_vllm(name) or _mentions_vllm(cmdline)
+        is_vllm = _names_vllm_program(name) or _names_vllm_program(cmdline)
         return _ProcessLabel(name=name or f"pid {pid}", is_vllm=is_vllm)
 
     def _describe_with_nvml(self, pid: int) -> _ProcessLabel:
@@ -147,7 +147,7 @@ class _ProcessLabeller:
             name = str(self.nvml.nvmlSystemGetProcessName(pid))
         except self.nvml.NVMLError:
             return _ProcessLabel(name=f"pid {pid}", is_vllm=False)
-        return _ProcessLabel(name=name, is_vllm=_mentions_vllm(name))
+        return _ProcessLabel(name=name, is_vllm=_names_vllm_program(name))
 
 
 _VLLM_PROGRAM = re.compile(r"(?:^|[\s/])vllm(?:$|[\s.:])", re.IGNORECASE)
@@ -156,7 +156,7 @@ executable, or a `vllm.` module run with -m. A process that only mentions vllm i
 notebook `compare_vllm_runs`, a test named after vLLM in its title) is not vLLM."""
 
 
-def _mentions_vllm(text: str) -> bool:
+def _names_vllm_program(text: str) -> bool:
     return _VLLM_PROGRAM.search(text) is not None
 
 
